@@ -1,0 +1,1 @@
+"""iam-user-guardrail: no IAM users except approved third-party integrations."""

@@ -1,0 +1,79 @@
+"""Names defined once: events, tags, decisions, defaults."""
+
+from __future__ import annotations
+
+from typing import Final
+
+IAM_EVENT_SOURCE: Final = "iam.amazonaws.com"
+CLOUDTRAIL_DETAIL_TYPE: Final = "AWS API Call via CloudTrail"
+EVENTBRIDGE_SOURCE: Final = "aws.iam"
+
+CREATE_USER: Final = "CreateUser"
+CREATE_ACCESS_KEY: Final = "CreateAccessKey"
+CREATE_LOGIN_PROFILE: Final = "CreateLoginProfile"
+
+#: The events that create an IAM user or one of its credentials.
+CREATION_EVENTS: Final = frozenset({CREATE_USER, CREATE_ACCESS_KEY, CREATE_LOGIN_PROFILE})
+#: Everything the EventBridge rule subscribes to.
+SUBSCRIBED_EVENTS: Final = CREATION_EVENTS
+
+# Decisions (the verdict of the policy engine).
+APPROVE: Final = "approve"
+QUARANTINE: Final = "quarantine"
+ALERT: Final = "alert"
+IGNORE: Final = "ignore"
+DECISIONS: Final = (APPROVE, QUARANTINE, ALERT, IGNORE)
+
+# Severities, in increasing order.
+INFO: Final = "info"
+HIGH: Final = "high"
+CRITICAL: Final = "critical"
+
+ENFORCE: Final = "enforce"
+MONITOR: Final = "monitor"
+MODES: Final = frozenset({ENFORCE, MONITOR})
+
+# Tags the guardrail owns.
+TAG_PREFIX: Final = "guardrail:"
+TAG_STATUS: Final = "guardrail:status"
+TAG_INTEGRATION: Final = "guardrail:integration"
+TAG_OWNER: Final = "guardrail:owner"
+TAG_PURPOSE: Final = "guardrail:purpose"
+TAG_SERVICES: Final = "guardrail:services"
+TAG_RESOURCES: Final = "guardrail:resources"
+TAG_USED_FROM: Final = "guardrail:used-from"
+TAG_TICKET: Final = "guardrail:ticket"
+TAG_REASON: Final = "guardrail:reason"
+TAG_EVENT_ID: Final = "guardrail:event-id"
+TAG_APPROVED_BY: Final = "guardrail:approved-by"
+TAG_EXCEPTION_EXPIRES: Final = "guardrail:exception-expires"
+
+STATUS_APPROVED: Final = "approved"
+STATUS_QUARANTINED: Final = "quarantined"
+STATUS_EXCEPTION: Final = "exception"
+STATUS_MONITORED: Final = "monitored"
+
+# Settings defaults.
+DEFAULT_QUARANTINE_POLICY_NAME: Final = "iam-user-guardrail-quarantine"
+DEFAULT_TABLE_NAME: Final = "iam-user-guardrail"
+DEFAULT_MAX_ACCESS_KEYS: Final = 1
+#: How long a processed event id is remembered (DynamoDB TTL).
+EVENT_RECORD_TTL_DAYS: Final = 90
+
+# Slack interactive action ids (the buttons the alert carries).
+ACTION_APPROVE_PREFIX: Final = "guardrail_approve_"
+ACTION_KEEP_QUARANTINED: Final = "guardrail_keep_quarantined"
+APPROVE_BUTTON_DAYS: Final = (7, 30)
+
+#: The quarantine policy document: deny everything.
+QUARANTINE_POLICY_DOCUMENT: Final = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Sid": "IamUserGuardrailQuarantine",
+            "Effect": "Deny",
+            "Action": "*",
+            "Resource": "*",
+        }
+    ],
+}

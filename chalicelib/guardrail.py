@@ -1,0 +1,265 @@
+"""Handle one IAM event: parse, load state, decide, act, alert, record.
+
+Order matters for safety:
+- a duplicate delivery (event already recorded) is dropped before anything happens;
+- IAM actions come before anything that can fail on Slack or DynamoDB, so a quarantine is never
+  skipped because another service is down;
+- the event is recorded (with its audit record, and the alert itself when Slack refused it) in
+  one DynamoDB transaction after the alert was attempted;
+- if the table or an IAM action failed, the handler raises at the very end so Lambda retries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from chalicelib.allowlist import Allowlist, GlobSet
+from chalicelib.constants import ENFORCE, STATUS_APPROVED, STATUS_EXCEPTION, STATUS_QUARANTINED, TAG_STATUS
+from chalicelib.events import IamEvent, MalformedEventError, parse_event
+from chalicelib.iam import DONE, FAILED, GONE, ActionResult, IamActions
+from chalicelib.notify import AlertDeliveryError, Notifier
+from chalicelib.policy import (
+    ATTACH_QUARANTINE,
+    DEACTIVATE_KEY,
+    DELETE_LOGIN_PROFILE,
+    TAG_USER,
+    UNTAG_USER,
+    Decision,
+    decide,
+    facts_needed,
+)
+from chalicelib.slack_message import build_alert
+from chalicelib.store import EventState, Outcome, Store, StoreUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+class ActionFailedError(RuntimeError):
+    """An IAM action failed after retries; raised after alerting so Lambda retries the event."""
+
+
+@dataclass
+class HandleResult:
+    """What happened to one event (returned by the Lambda handler and printed by the demo)."""
+
+    status: str  # handled | duplicate | rejected
+    event_id: str = ""
+    event_name: str = ""
+    account: str = ""
+    user: str = ""
+    decision: Decision | None = None
+    results: list[ActionResult] = field(default_factory=list)
+    alert: str = "none"  # none | sent | queued | lost
+    message: Mapping[str, Any] | None = None
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "status": self.status,
+            "event_id": self.event_id,
+            "event_name": self.event_name,
+            "account": self.account,
+            "user": self.user,
+            "alert": self.alert,
+            "reason": self.reason,
+            "results": [r.describe() for r in self.results],
+        }
+        if self.decision:
+            data.update(
+                verdict=self.decision.verdict,
+                severity=self.decision.severity,
+                reason=self.decision.reason,
+                mode=self.decision.mode,
+                integration=self.decision.integration,
+            )
+        return data
+
+
+class Guardrail:
+    def __init__(
+        self,
+        *,
+        allowlist: Allowlist,
+        iam: IamActions,
+        store: Store,
+        notifier: Notifier,
+        own_roles: GlobSet,
+        mode: str | None = None,
+    ) -> None:
+        self.allowlist = allowlist
+        self.iam = iam
+        self.store = store
+        self.notifier = notifier
+        self.own_roles = own_roles
+        self.mode = mode or allowlist.mode
+
+    def handle(self, raw: Any) -> HandleResult:
+        """Entry point for the EventBridge rule: never raises on bad input."""
+        try:
+            event = parse_event(raw)
+        except MalformedEventError as exc:
+            log.warning(json.dumps({"msg": "event ignored", "reason": str(exc)}))
+            return HandleResult(status="rejected", reason=str(exc))
+        return self.handle_event(event)
+
+    def handle_event(self, event: IamEvent) -> HandleResult:
+        store_error: StoreUnavailableError | None = None
+        try:
+            state = self.store.load(event.event_id, event.account, event.target_user_name)
+        except StoreUnavailableError as exc:
+            log.error(json.dumps({"msg": "table unreachable; acting without state", "error": str(exc)}))
+            store_error, state = exc, EventState()
+        result = HandleResult(
+            status="handled",
+            event_id=event.event_id,
+            event_name=event.event_name,
+            account=event.account,
+            user=event.target_user_name,
+        )
+        if state.processed:
+            result.status = "duplicate"
+            log.info(json.dumps({"msg": "duplicate delivery ignored", "event_id": event.event_id}))
+            return result
+
+        decision = self._decide(event, state)
+        result.decision = decision
+        if decision.mode == ENFORCE:
+            result.results = self._act(event, decision)
+        failed = [r for r in result.results if r.status == FAILED]
+        gone = any(r.status == GONE for r in result.results)
+
+        alert_error = ""
+        if decision.notify or failed or gone:
+            result.message = build_alert(event, decision, result.results)
+            try:
+                self.notifier.send(result.message)
+                result.alert = "sent"
+            except AlertDeliveryError as exc:
+                alert_error = str(exc)
+                log.error(json.dumps({"msg": "alert not delivered; queued", "event_id": event.event_id, "error": alert_error}))
+
+        if failed:
+            self._queue_alert(event, result, alert_error)
+            self._log(result)
+            raise ActionFailedError(f"{event.event_name} {event.event_id}: " + "; ".join(r.describe() for r in failed))
+
+        if store_error is None:
+            try:
+                if not self.store.record(self._outcome(event, result, alert_error)):
+                    result.status = "duplicate"
+                    log.info(json.dumps({"msg": "concurrent duplicate delivery", "event_id": event.event_id}))
+                    return result
+                if alert_error:
+                    result.alert = "queued"
+            except StoreUnavailableError as exc:
+                store_error = exc
+        if store_error is not None and alert_error:
+            result.alert = "lost"
+            log.critical(json.dumps({"msg": "alert could not be queued", "message": result.message}, default=str))
+        self._log(result)
+        if store_error is not None:
+            raise store_error
+        return result
+
+    def _decide(self, event: IamEvent, state: EventState) -> Decision:
+        needed = facts_needed(event, self.allowlist)
+        facts = None
+        if needed:
+            facts = self.iam.user_facts(event.target_user_name, path=needed.path, keys=needed.keys)
+        return decide(
+            event,
+            self.allowlist,
+            own_roles=self.own_roles,
+            exception=state.exception,
+            facts=facts,
+            mode=self.mode,
+        )
+
+    def _act(self, event: IamEvent, decision: Decision) -> list[ActionResult]:
+        user = event.target_user_name
+        results: list[ActionResult] = []
+        for step in decision.steps:
+            if step == DEACTIVATE_KEY:
+                if not event.access_key_id:
+                    continue
+                result = self.iam.set_key_status(user, event.access_key_id, "Inactive")
+            elif step == ATTACH_QUARANTINE:
+                result = self.iam.attach_quarantine(user, event.account, event.partition)
+            elif step == DELETE_LOGIN_PROFILE:
+                result = self.iam.delete_login_profile(user)
+            elif step == UNTAG_USER:
+                ours = {key.lower() for key, _ in decision.tags}
+                result = self.iam.untag_user(user, [k for k in decision.untag_keys if k.lower() not in ours])
+            elif step == TAG_USER:
+                result = self.iam.tag_user(user, decision.tags)
+            else:  # pragma: no cover - the policy module defines every step
+                raise ValueError(f"unknown step {step}")
+            results.append(result)
+            if result.status == GONE:
+                break
+        return results
+
+    def _outcome(self, event: IamEvent, result: HandleResult, alert_error: str) -> Outcome:
+        decision = result.decision
+        assert decision is not None
+        done = {r.action for r in result.results if r.status == DONE}
+        deactivated = (event.access_key_id,) if "deactivate_key" in done and event.access_key_id else ()
+        update: dict[str, Any] = {}
+        if done:
+            update["last_event_id"] = event.event_id
+            status = dict(decision.tags).get(TAG_STATUS, "")
+            if status in (STATUS_APPROVED, STATUS_QUARANTINED, STATUS_EXCEPTION):
+                update.update(status=status, reason=decision.reason[:1000], integration=decision.integration)
+        audit = {
+            "kind": "decision",
+            "event_id": event.event_id,
+            "event_name": event.event_name,
+            "event_time": event.event_time.isoformat(),
+            "account": event.account,
+            "user": event.target_user_name,
+            "actor": event.actor.principal_arn or event.actor.display,
+            "source_ip": event.source_ip,
+            "verdict": decision.verdict,
+            "severity": decision.severity,
+            "reason": decision.reason,
+            "mode": decision.mode,
+            "integration": decision.integration,
+            "results": [r.describe() for r in result.results],
+            "alert": "queued" if alert_error else result.alert,
+        }
+        return Outcome(
+            event_id=event.event_id,
+            account=event.account,
+            user=event.target_user_name,
+            audit=audit,
+            user_update=update if event.target_user_name else {},
+            deactivated_keys=deactivated,
+            unsent_alert=result.message if alert_error else None,
+            alert_error=alert_error,
+        )
+
+    def _queue_alert(self, event: IamEvent, result: HandleResult, alert_error: str) -> None:
+        if not alert_error or result.message is None:
+            return
+        try:
+            self.store.save_unsent_alert(event.event_id, result.message, alert_error)
+            result.alert = "queued"
+        except StoreUnavailableError:
+            result.alert = "lost"
+            log.critical(json.dumps({"msg": "alert could not be queued", "message": result.message}, default=str))
+
+    @staticmethod
+    def _log(result: HandleResult) -> None:
+        log.info(json.dumps({"msg": "event handled", **result.to_dict()}, default=str))
+
+
+def summarise(results: Sequence[HandleResult]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for result in results:
+        key = result.decision.verdict if result.decision else result.status
+        counts[key] = counts.get(key, 0) + 1
+    return counts

@@ -1,0 +1,160 @@
+"""IAM actions: each idempotent, each tolerant of the user having been deleted meanwhile."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.policy import UserFacts
+
+log = logging.getLogger(__name__)
+
+DONE: Final = "done"
+GONE: Final = "user_gone"
+FAILED: Final = "failed"
+
+_TAG_VALUE_MAX: Final = 256
+_TAG_UNSAFE_RE = re.compile(r"[^\w .:/=+\-@]", re.UNICODE)
+
+
+def sanitise_tag_value(value: str) -> str:
+    """Fit a value to IAM's tag rules: letters, digits, spaces and `_ . : / = + - @`, 256 chars."""
+    cleaned = _TAG_UNSAFE_RE.sub("_", " ".join(str(value).split()))
+    return cleaned[:_TAG_VALUE_MAX]
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    action: str
+    target: str
+    status: str
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == DONE
+
+    def describe(self) -> str:
+        text = f"{self.action} {self.target}: {self.status}"
+        return f"{text} ({self.detail})" if self.detail else text
+
+
+def error_code(exc: Exception) -> str:
+    """The AWS error code of a botocore exception, or its class name."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "")) or type(exc).__name__
+    return type(exc).__name__
+
+
+class IamActions:
+    """The IAM calls the guardrail makes, for one account's IAM client."""
+
+    def __init__(self, client: Any, *, policy_name: str) -> None:
+        self._iam = client
+        self._policy_name = policy_name
+
+    def quarantine_policy_arn(self, account: str, partition: str = "aws") -> str:
+        return f"arn:{partition}:iam::{account}:policy/{self._policy_name}"
+
+    def attach_quarantine(self, user: str, account: str, partition: str = "aws") -> ActionResult:
+        arn = self.quarantine_policy_arn(account, partition)
+        try:
+            self._iam.attach_user_policy(UserName=user, PolicyArn=arn)
+        except (ClientError, BotoCoreError) as exc:
+            if error_code(exc) == "NoSuchEntity":
+                if not self.user_exists(user):
+                    return ActionResult("attach_quarantine_policy", user, GONE, "user no longer exists")
+                return ActionResult(
+                    "attach_quarantine_policy", user, FAILED, f"quarantine policy {arn} is missing (run bootstrap)"
+                )
+            return self._failed("attach_quarantine_policy", user, exc)
+        return ActionResult("attach_quarantine_policy", user, DONE, arn)
+
+    def detach_quarantine(self, user: str, account: str, partition: str = "aws") -> ActionResult:
+        arn = self.quarantine_policy_arn(account, partition)
+        try:
+            self._iam.detach_user_policy(UserName=user, PolicyArn=arn)
+        except (ClientError, BotoCoreError) as exc:
+            if error_code(exc) == "NoSuchEntity":
+                # Either the policy was not attached (already released) or the user is gone.
+                gone = not self.user_exists(user)
+                return ActionResult("detach_quarantine_policy", user, GONE if gone else DONE, "not attached")
+            return self._failed("detach_quarantine_policy", user, exc)
+        return ActionResult("detach_quarantine_policy", user, DONE, arn)
+
+    def tag_user(self, user: str, tags: Iterable[tuple[str, str]]) -> ActionResult:
+        payload = [{"Key": key, "Value": sanitise_tag_value(value)} for key, value in tags]
+        if not payload:
+            return ActionResult("tag_user", user, DONE, "nothing to tag")
+        return self._call("tag_user", user, self._iam.tag_user, UserName=user, Tags=payload)
+
+    def untag_user(self, user: str, keys: Iterable[str]) -> ActionResult:
+        keys = list(keys)
+        if not keys:
+            return ActionResult("untag_user", user, DONE, "nothing to remove")
+        return self._call("untag_user", user, self._iam.untag_user, UserName=user, TagKeys=keys)
+
+    def set_key_status(self, user: str, key_id: str, status: str) -> ActionResult:
+        action = "deactivate_key" if status == "Inactive" else "activate_key"
+        result = self._call(action, user, self._iam.update_access_key, UserName=user, AccessKeyId=key_id, Status=status)
+        return ActionResult(action, f"{user}/{key_id}", result.status, result.detail)
+
+    def delete_login_profile(self, user: str) -> ActionResult:
+        try:
+            self._iam.delete_login_profile(UserName=user)
+        except (ClientError, BotoCoreError) as exc:
+            if error_code(exc) == "NoSuchEntity":
+                gone = not self.user_exists(user)
+                return ActionResult("delete_login_profile", user, GONE if gone else DONE, "no login profile")
+            return self._failed("delete_login_profile", user, exc)
+        return ActionResult("delete_login_profile", user, DONE)
+
+    def user_exists(self, user: str) -> bool:
+        """False only when IAM says the user does not exist; a failed read counts as existing."""
+        try:
+            self._iam.get_user(UserName=user)
+        except (ClientError, BotoCoreError) as exc:
+            return error_code(exc) != "NoSuchEntity"
+        return True
+
+    def user_facts(self, user: str, *, path: bool, keys: bool) -> UserFacts | None:
+        """Read the path and active keys of `user`; None if it no longer exists."""
+        found_path: str | None = None
+        key_ids: tuple[str, ...] | None = None
+        try:
+            if path:
+                found_path = self._iam.get_user(UserName=user)["User"].get("Path", "/")
+            if keys:
+                pages = self._iam.get_paginator("list_access_keys").paginate(UserName=user)
+                key_ids = tuple(
+                    meta["AccessKeyId"]
+                    for page in pages
+                    for meta in page.get("AccessKeyMetadata", [])
+                    if meta.get("Status") == "Active"
+                )
+        except (ClientError, BotoCoreError) as exc:
+            if error_code(exc) == "NoSuchEntity":
+                return None
+            log.warning("could not read IAM facts for %s: %s", user, error_code(exc))
+        return UserFacts(path=found_path, active_key_ids=key_ids)
+
+    def _call(self, action: str, user: str, method: Any, **kwargs: Any) -> ActionResult:
+        try:
+            method(**kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            if error_code(exc) == "NoSuchEntity":
+                return ActionResult(action, user, GONE, "user or key no longer exists")
+            return self._failed(action, user, exc)
+        return ActionResult(action, user, DONE)
+
+    @staticmethod
+    def _failed(action: str, user: str, exc: Exception) -> ActionResult:
+        code = error_code(exc)
+        log.error("IAM %s for %s failed: %s", action, user, code)
+        return ActionResult(action, user, FAILED, code)
+

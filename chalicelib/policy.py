@@ -1,0 +1,415 @@
+"""The decision engine: (event, allowlist, exception, facts) -> decision. Pure: no I/O.
+
+The table it implements is in DESIGN.md ("Decisions per event"). Every decision carries a reason
+written for the security engineer who reads the alert.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Final
+
+from chalicelib.allowlist import Allowlist, GlobSet, Integration
+from chalicelib.constants import (
+    ALERT,
+    APPROVE,
+    CREATE_ACCESS_KEY,
+    CREATE_LOGIN_PROFILE,
+    CREATE_USER,
+    CREATION_EVENTS,
+    CRITICAL,
+    HIGH,
+    IGNORE,
+    INFO,
+    QUARANTINE,
+    STATUS_APPROVED,
+    STATUS_EXCEPTION,
+    STATUS_QUARANTINED,
+    TAG_APPROVED_BY,
+    TAG_EVENT_ID,
+    TAG_EXCEPTION_EXPIRES,
+    TAG_INTEGRATION,
+    TAG_OWNER,
+    TAG_PREFIX,
+    TAG_PURPOSE,
+    TAG_REASON,
+    TAG_RESOURCES,
+    TAG_SERVICES,
+    TAG_STATUS,
+    TAG_TICKET,
+    TAG_USED_FROM,
+)
+from chalicelib.events import IamEvent
+
+# Steps the actions layer carries out, in this order.
+DEACTIVATE_KEY: Final = "deactivate_key"
+DELETE_LOGIN_PROFILE: Final = "delete_login_profile"
+ATTACH_QUARANTINE: Final = "attach_quarantine_policy"
+TAG_USER: Final = "tag_user"
+UNTAG_USER: Final = "untag_user"
+
+#: Events whose target may need IAM reads (path, key count) before deciding.
+_CREDENTIAL_EVENTS: Final = frozenset({CREATE_ACCESS_KEY, CREATE_LOGIN_PROFILE})
+
+
+@dataclass(frozen=True, slots=True)
+class UserFacts:
+    """What IAM says about the target user at act time; None where it was not read."""
+
+    path: str | None = None
+    active_key_ids: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveException:
+    """A time-bound exception granted by an approver."""
+
+    account: str
+    user_name: str
+    expires_at: datetime
+    approved_by: str = ""
+    reason: str = ""
+    ticket: str = ""
+
+    def is_active(self, at: datetime) -> bool:
+        return at < self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class FactsNeeded:
+    path: bool = False
+    keys: bool = False
+
+    def __bool__(self) -> bool:
+        return self.path or self.keys
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    verdict: str
+    reason: str
+    severity: str = INFO
+    steps: tuple[str, ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()
+    untag_keys: tuple[str, ...] = ()
+    integration: str = ""
+    notify: bool = False
+    backdoor: bool = False
+    mode: str = "enforce"
+
+    @property
+    def quarantines(self) -> bool:
+        return ATTACH_QUARANTINE in self.steps
+
+
+@dataclass(frozen=True, slots=True)
+class _Match:
+    integration: Integration | None
+    creator_ok: bool
+    why_not: str
+
+
+def facts_needed(event: IamEvent, allowlist: Allowlist) -> FactsNeeded:
+    """Which IAM reads `decide` needs for this event (none for most events)."""
+    if event.event_name not in _CREDENTIAL_EVENTS or event.error_code or not event.target_user_name:
+        return FactsNeeded()
+    candidates = allowlist.candidates(event.target_user_name)
+    if not candidates:
+        return FactsNeeded()
+    return FactsNeeded(
+        path=not event.target_user_path and any(i.path for i in candidates),
+        keys=event.event_name == CREATE_ACCESS_KEY,
+    )
+
+
+def decide(
+    event: IamEvent,
+    allowlist: Allowlist,
+    *,
+    own_roles: GlobSet,
+    exception: ActiveException | None = None,
+    facts: UserFacts | None = None,
+    mode: str | None = None,
+) -> Decision:
+    """Decide what to do about one IAM event. `mode` overrides the allowlist's mode."""
+    decision = _decide(event, allowlist, own_roles, exception, facts or UserFacts())
+    mode = mode or allowlist.mode
+    return decision if mode == decision.mode else replace(decision, mode=mode)
+
+
+def _decide(
+    event: IamEvent,
+    allowlist: Allowlist,
+    own_roles: GlobSet,
+    exception: ActiveException | None,
+    facts: UserFacts,
+) -> Decision:
+    name = event.event_name
+    if name not in CREATION_EVENTS:
+        return Decision(IGNORE, f"{name} is not an event the guardrail acts on")
+    if event.error_code:
+        return Decision(IGNORE, f"{name} failed with {event.error_code}; nothing was created")
+    if own_roles.matches(event.actor.principal_arn):
+        return Decision(IGNORE, f"{name} was made by the guardrail's own role")
+    if not event.target_user_name:
+        if event.actor.type == "Root" and name == CREATE_ACCESS_KEY:
+            return Decision(
+                ALERT,
+                "the root user created an access key for itself; root keys cannot be managed "
+                "through IAM: delete it from the root user's security credentials now",
+                severity=CRITICAL,
+                notify=True,
+            )
+        return Decision(ALERT, f"{name} names no user the guardrail can act on", severity=HIGH, notify=True)
+    if not event.account_is_valid:
+        return Decision(
+            ALERT, f"{name} comes from account {event.account!r}, which is not a 12-digit id", HIGH, notify=True
+        )
+
+    match = _match(event, allowlist, facts)
+    active = exception if exception is not None and exception.is_active(event.event_time) else None
+    if name == CREATE_USER:
+        return _create_user(event, match, active)
+    if name == CREATE_ACCESS_KEY:
+        return _create_access_key(event, allowlist, match, active, facts)
+    return _create_login_profile(event, allowlist, match, active)
+
+
+def _create_user(event: IamEvent, match: _Match, active: ActiveException | None) -> Decision:
+    untag, note = _creator_guardrail_tags(event)
+    user = event.target_user_name
+    if match.integration and match.creator_ok:
+        integration = match.integration
+        return Decision(
+            APPROVE,
+            f"{user} matches integration '{integration.name}' (owner {integration.owner}), "
+            f"created by {event.actor.principal_arn or event.actor.display}{note}",
+            steps=_tag_steps(untag),
+            tags=integration_tags(integration, event.event_id),
+            untag_keys=untag,
+            integration=integration.name,
+        )
+    if active:
+        return _exception_decision(event, active, untag=untag, note=note)
+    return Decision(
+        QUARANTINE,
+        f"{match.why_not}{note}",
+        severity=HIGH,
+        steps=(ATTACH_QUARANTINE, *_tag_steps(untag)),
+        tags=_quarantine_tags(match.why_not, event.event_id),
+        untag_keys=untag,
+        integration=match.integration.name if match.integration else "",
+        notify=True,
+    )
+
+
+def _create_access_key(
+    event: IamEvent,
+    allowlist: Allowlist,
+    match: _Match,
+    active: ActiveException | None,
+    facts: UserFacts,
+) -> Decision:
+    user = event.target_user_name
+    key = event.access_key_id or "the new key"
+    backdoor = not event.actor_is_target
+    trusted = allowlist.provisioners.matches(event.actor.principal_arn)
+    integration = match.integration
+    if integration and match.creator_ok:
+        if facts.active_key_ids is None:
+            return Decision(
+                ALERT,
+                f"could not count the active keys of {user} (integration '{integration.name}'); "
+                f"{key} is deactivated until someone checks",
+                severity=HIGH,
+                steps=(DEACTIVATE_KEY,),
+                integration=integration.name,
+                notify=True,
+            )
+        count = len(set(facts.active_key_ids) | ({event.access_key_id} if event.access_key_id else set()))
+        if count <= integration.max_access_keys:
+            return Decision(
+                APPROVE,
+                f"{key} for {user} is allowed: integration '{integration.name}' has {count} active "
+                f"key(s), max_access_keys {integration.max_access_keys}",
+                integration=integration.name,
+            )
+        return Decision(
+            ALERT,
+            f"{user} (integration '{integration.name}') would have {count} active keys, more than "
+            f"max_access_keys {integration.max_access_keys}: {key} is deactivated",
+            severity=HIGH,
+            steps=(DEACTIVATE_KEY,),
+            integration=integration.name,
+            notify=True,
+        )
+    if active:
+        return _exception_decision(event, active, notify=True)
+    if integration:
+        return Decision(
+            ALERT,
+            f"{key} was created for integration user {user} by {event.actor.principal_arn or event.actor.display}, "
+            f"who is not in the created_by of '{integration.name}': only the key is deactivated",
+            severity=CRITICAL,
+            steps=(DEACTIVATE_KEY,),
+            integration=integration.name,
+            notify=True,
+            backdoor=backdoor,
+        )
+    backdoor_note = ""
+    severity = HIGH
+    if backdoor:
+        backdoor_note = f"; the key was created by another principal ({event.actor.display}): possible backdoor"
+        severity = HIGH if trusted else CRITICAL
+    return Decision(
+        QUARANTINE,
+        f"{match.why_not}{backdoor_note}",
+        severity=severity,
+        steps=(DEACTIVATE_KEY, ATTACH_QUARANTINE, TAG_USER),
+        tags=_quarantine_tags(match.why_not, event.event_id),
+        notify=True,
+        backdoor=backdoor,
+    )
+
+
+def _create_login_profile(
+    event: IamEvent,
+    allowlist: Allowlist,
+    match: _Match,
+    active: ActiveException | None,
+) -> Decision:
+    user = event.target_user_name
+    actor = event.actor.principal_arn or event.actor.display
+    integration = match.integration
+    if integration and match.creator_ok:
+        if integration.console_access:
+            return Decision(
+                APPROVE,
+                f"console access for {user} is allowed by integration '{integration.name}'; "
+                "MFA is required and checked by the sweep",
+                integration=integration.name,
+            )
+        return Decision(
+            ALERT,
+            f"integration '{integration.name}' does not allow console access: the login profile of "
+            f"{user} is deleted",
+            severity=HIGH,
+            steps=(DELETE_LOGIN_PROFILE,),
+            integration=integration.name,
+            notify=True,
+        )
+    if active:
+        return _exception_decision(event, active, notify=True)
+    backdoor = not event.actor_is_target
+    if integration:
+        return Decision(
+            ALERT,
+            f"a console password was set for integration user {user} by {actor}, who is not in the "
+            f"created_by of '{integration.name}': the login profile is deleted",
+            severity=CRITICAL,
+            steps=(DELETE_LOGIN_PROFILE,),
+            integration=integration.name,
+            notify=True,
+            backdoor=backdoor,
+        )
+    severity = CRITICAL if backdoor and not allowlist.provisioners.matches(event.actor.principal_arn) else HIGH
+    return Decision(
+        QUARANTINE,
+        f"{match.why_not}; a console password was set by {actor}",
+        severity=severity,
+        steps=(ATTACH_QUARANTINE, TAG_USER),
+        tags=_quarantine_tags(match.why_not, event.event_id),
+        notify=True,
+        backdoor=backdoor,
+    )
+
+
+def _exception_decision(
+    event: IamEvent,
+    active: ActiveException,
+    *,
+    untag: tuple[str, ...] = (),
+    note: str = "",
+    notify: bool = False,
+) -> Decision:
+    until = active.expires_at.strftime("%Y-%m-%d %H:%M UTC")
+    tags = (
+        (TAG_STATUS, STATUS_EXCEPTION),
+        (TAG_EXCEPTION_EXPIRES, active.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")),
+        (TAG_APPROVED_BY, active.approved_by),
+        (TAG_EVENT_ID, event.event_id),
+    )
+    create_user = event.event_name == CREATE_USER
+    return Decision(
+        APPROVE,
+        f"{event.target_user_name} holds an exception until {until} approved by "
+        f"{active.approved_by or 'an approver'}{note}",
+        steps=_tag_steps(untag) if create_user else (),
+        tags=tags if create_user else (),
+        untag_keys=untag,
+        notify=notify,
+    )
+
+
+def _match(event: IamEvent, allowlist: Allowlist, facts: UserFacts) -> _Match:
+    user = event.target_user_name
+    candidates = allowlist.candidates(user)
+    if not candidates:
+        return _Match(None, False, f"no integration in the allowlist matches user name '{user}'")
+    path = event.target_user_path or facts.path
+    if path is None and event.event_name == CREATE_USER:
+        path = "/"
+    reasons = []
+    creator_miss: Integration | None = None
+    for integration in candidates:
+        label = f"user name '{user}' matches integration '{integration.name}'"
+        if integration.accounts and event.account not in integration.accounts:
+            reasons.append(f"{label}, which is not approved in account {event.account}")
+            continue
+        if integration.path and path != integration.path:
+            shown = f"path {path}" if path else "an unknown path"
+            reasons.append(f"{label}, which requires path {integration.path} (user has {shown})")
+            continue
+        if integration.is_expired(event.event_time.date()):
+            reasons.append(f"{label}, which expired on {integration.expires}")
+            continue
+        if integration.creator_allowed(event.actor.principal_arn):
+            return _Match(integration, True, "")
+        reasons.append(
+            f"{label}, but the caller {event.actor.principal_arn or event.actor.display} is not in its created_by"
+        )
+        creator_miss = creator_miss or integration
+    return _Match(creator_miss, False, "; ".join(reasons))
+
+
+def integration_tags(integration: Integration, event_id: str) -> tuple[tuple[str, str], ...]:
+    """The tags an approved integration user carries (values are sanitised by the IAM layer)."""
+    pairs = [
+        (TAG_STATUS, STATUS_APPROVED),
+        (TAG_INTEGRATION, integration.name),
+        (TAG_OWNER, integration.owner),
+        (TAG_PURPOSE, integration.purpose),
+        (TAG_SERVICES, " ".join(integration.services)),
+        (TAG_RESOURCES, " ".join(integration.resources)),
+        (TAG_USED_FROM, integration.used_from),
+        (TAG_TICKET, integration.ticket),
+        (TAG_EVENT_ID, event_id),
+    ]
+    return tuple((key, value) for key, value in pairs if value)
+
+
+def _quarantine_tags(reason: str, event_id: str) -> tuple[tuple[str, str], ...]:
+    return ((TAG_STATUS, STATUS_QUARANTINED), (TAG_REASON, reason), (TAG_EVENT_ID, event_id))
+
+
+def _creator_guardrail_tags(event: IamEvent) -> tuple[tuple[str, ...], str]:
+    """Tags under `guardrail:` that the creator set: never trusted, removed unless overwritten."""
+    keys = tuple(sorted({key for key, _ in event.request_tags if key.lower().startswith(TAG_PREFIX)}))
+    if not keys:
+        return (), ""
+    return keys, f" (creator-supplied tags ignored: {', '.join(keys)})"
+
+
+def _tag_steps(untag: tuple[str, ...]) -> tuple[str, ...]:
+    return (UNTAG_USER, TAG_USER) if untag else (TAG_USER,)

@@ -1,0 +1,140 @@
+"""Per-container wiring: settings, boto3 clients, the allowlist and the guardrail, built once.
+
+Lambda keeps a container warm between invocations; everything here is built lazily on first use
+and reused. A failure (an invalid allowlist, say) is not cached, so it is reported on every
+invocation until it is fixed.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping
+from functools import cached_property
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from chalicelib.allowlist import Allowlist, GlobSet, load_allowlist
+from chalicelib.guardrail import Guardrail
+from chalicelib.iam import IamActions, error_code
+from chalicelib.notify import AlertDeliveryError, BotNotifier, Notifier, NullNotifier, WebhookNotifier
+from chalicelib.settings import Settings
+from chalicelib.store import Store
+
+
+class SlackSecretError(RuntimeError):
+    """The Slack secret could not be read or lacks what is needed."""
+
+
+class LazySlackNotifier:
+    """Chooses the Slack destination on first send, so a Secrets Manager outage never blocks IAM actions."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._notifier: Notifier | None = None
+
+    def send(self, message: Mapping[str, Any]) -> None:
+        if self._notifier is None:
+            try:
+                self._notifier = self._runtime.build_notifier()
+            except SlackSecretError as exc:
+                raise AlertDeliveryError(str(exc)) from None
+        self._notifier.send(message)
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._session = boto3.session.Session()
+        self._config = Config(
+            retries={"mode": "standard", "max_attempts": settings.iam_max_attempts},
+            connect_timeout=5,
+            read_timeout=15,
+        )
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def client(self, service: str) -> Any:
+        with self._lock:
+            if service not in self._clients:
+                self._clients[service] = self._session.client(service, config=self._config)
+            return self._clients[service]
+
+    @cached_property
+    def allowlist(self) -> Allowlist:
+        return load_allowlist(self.settings.allowlist_path or None)
+
+    @cached_property
+    def store(self) -> Store:
+        return Store(self.client("dynamodb"), self.settings.table)
+
+    @cached_property
+    def iam(self) -> IamActions:
+        return IamActions(self.client("iam"), policy_name=self.settings.quarantine_policy_name)
+
+    @cached_property
+    def notifier(self) -> Notifier:
+        return LazySlackNotifier(self)
+
+    @cached_property
+    def guardrail(self) -> Guardrail:
+        return Guardrail(
+            allowlist=self.allowlist,
+            iam=self.iam,
+            store=self.store,
+            notifier=self.notifier,
+            own_roles=GlobSet(self.settings.own_roles),
+            mode=self.settings.mode or None,
+        )
+
+    @cached_property
+    def slack_secret(self) -> dict[str, str]:
+        """The Secrets Manager JSON (`bot_token`, `signing_secret`, `channel`, `webhook_url`)."""
+        secret_id = self.settings.slack_secret_id
+        try:
+            raw = self.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
+        except Exception as exc:  # botocore errors of every kind
+            raise SlackSecretError(f"cannot read Slack secret: {error_code(exc)}") from None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise SlackSecretError("the Slack secret is not a JSON object") from None
+        if not isinstance(data, dict):
+            raise SlackSecretError("the Slack secret is not a JSON object")
+        return {k: str(v) for k, v in data.items() if isinstance(v, str)}
+
+    def build_notifier(self) -> Notifier:
+        s = self.settings
+        options = {"timeout": s.slack_timeout, "max_retries": s.slack_retries}
+        if s.slack_webhook_url:
+            return WebhookNotifier(s.slack_webhook_url, **options)
+        if s.slack_secret_id:
+            secret = self.slack_secret
+            if secret.get("bot_token") and secret.get("channel"):
+                return BotNotifier(secret["bot_token"], secret["channel"], base_url=s.slack_api_url, **options)
+            if secret.get("webhook_url"):
+                return WebhookNotifier(secret["webhook_url"], **options)
+            raise SlackSecretError("the Slack secret has neither bot_token + channel nor webhook_url")
+        return NullNotifier()
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def get() -> Runtime:
+    """The container's runtime, built from the environment on first use."""
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = Runtime(Settings.from_env())
+        return _runtime
+
+
+def reset() -> None:
+    """Forget the container state (tests, and the demo between scenarios)."""
+    global _runtime
+    with _lock:
+        _runtime = None

@@ -1,0 +1,72 @@
+"""Settings from environment variables (set per stage in .chalice/config.json)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from chalicelib.constants import DEFAULT_QUARANTINE_POLICY_NAME, DEFAULT_TABLE_NAME, MODES
+
+_ROLE_GLOB_RE = re.compile(r"^arn:(aws|aws-us-gov|aws-cn|\*):iam::(\d{12}|\*):role/\S+$")
+_POLICY_NAME_RE = re.compile(r"^[\w+=,.@-]{1,128}$")
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value the guardrail cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    table: str = DEFAULT_TABLE_NAME
+    quarantine_policy_name: str = DEFAULT_QUARANTINE_POLICY_NAME
+    allowlist_path: str = ""
+    mode: str = ""
+    slack_webhook_url: str = ""
+    slack_secret_id: str = ""
+    slack_api_url: str = "https://slack.com/api/"
+    slack_timeout: float = 5.0
+    slack_retries: int = 2
+    own_roles: tuple[str, ...] = ()
+    iam_max_attempts: int = 10
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        mode = env.get("GUARDRAIL_MODE", "").strip()
+        if mode and mode not in MODES:
+            raise SettingsError(f"GUARDRAIL_MODE must be one of {sorted(MODES)}, got {mode!r}")
+        policy = env.get("GUARDRAIL_QUARANTINE_POLICY_NAME", "").strip() or DEFAULT_QUARANTINE_POLICY_NAME
+        if not _POLICY_NAME_RE.match(policy):
+            raise SettingsError(f"GUARDRAIL_QUARANTINE_POLICY_NAME {policy!r} is not a valid policy name")
+        own_roles = tuple(r.strip() for r in env.get("GUARDRAIL_OWN_ROLE_ARNS", "").split(",") if r.strip())
+        for role in own_roles:
+            if not _ROLE_GLOB_RE.match(role):
+                raise SettingsError(f"GUARDRAIL_OWN_ROLE_ARNS: {role!r} is not a role ARN glob")
+        return cls(
+            table=env.get("GUARDRAIL_TABLE", "").strip() or DEFAULT_TABLE_NAME,
+            quarantine_policy_name=policy,
+            allowlist_path=env.get("GUARDRAIL_ALLOWLIST", "").strip(),
+            mode=mode,
+            slack_webhook_url=env.get("SLACK_WEBHOOK_URL", "").strip(),
+            slack_secret_id=env.get("GUARDRAIL_SLACK_SECRET_ID", "").strip(),
+            slack_api_url=env.get("GUARDRAIL_SLACK_API_URL", "").strip() or cls.slack_api_url,
+            slack_timeout=_number(env, "GUARDRAIL_SLACK_TIMEOUT", 5.0, float),
+            slack_retries=int(_number(env, "GUARDRAIL_SLACK_RETRIES", 2, int)),
+            own_roles=own_roles,
+            iam_max_attempts=int(_number(env, "GUARDRAIL_AWS_MAX_ATTEMPTS", 10, int)),
+        )
+
+
+def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"{name} must not be negative")
+    return value

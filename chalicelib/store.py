@@ -1,0 +1,248 @@
+"""The guardrail's DynamoDB table: processed events, user records, exceptions, audit, outbox.
+
+One table, keys `pk`/`sk`:
+
+| item | pk | sk |
+|---|---|---|
+| processed CloudTrail event (TTL) | `EVENT#<eventID>` | `EVENT` |
+| the guardrail's record of a user | `USER` | `<account>#<user>` |
+| exception | `EXCEPTION` | `<account>#<user>` |
+| audit record (append-only) | `AUDIT` | `<ISO time>#<id>` |
+| alert not yet delivered | `OUTBOX` | `<ISO time>#<id>` |
+
+The fixed partitions keep bulk reads (the sweep, `GET /exceptions`) to one paginated Query.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.constants import EVENT_RECORD_TTL_DAYS
+from chalicelib.iam import error_code
+from chalicelib.policy import ActiveException
+
+log = logging.getLogger(__name__)
+
+USER_PK: Final = "USER"
+EXCEPTION_PK: Final = "EXCEPTION"
+AUDIT_PK: Final = "AUDIT"
+OUTBOX_PK: Final = "OUTBOX"
+_SER = TypeSerializer()
+_DESER = TypeDeserializer()
+
+
+class StoreUnavailableError(RuntimeError):
+    """The table could not be read or written."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def user_sk(account: str, user: str) -> str:
+    return f"{account}#{user}"
+
+
+@dataclass(frozen=True, slots=True)
+class EventState:
+    """What the table knows that bears on one event."""
+
+    processed: bool = False
+    exception: ActiveException | None = None
+    user_record: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def deactivated_keys(self) -> frozenset[str]:
+        return frozenset(self.user_record.get("deactivated_keys", ()))
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What to write once an event has been handled."""
+
+    event_id: str
+    account: str
+    user: str
+    audit: Mapping[str, Any]
+    user_update: Mapping[str, Any] = field(default_factory=dict)
+    deactivated_keys: tuple[str, ...] = ()
+    unsent_alert: Mapping[str, Any] | None = None
+    alert_error: str = ""
+
+
+def exception_from_item(item: Mapping[str, Any]) -> ActiveException:
+    return ActiveException(
+        account=item["account"],
+        user_name=item["user"],
+        expires_at=parse_iso(item["expires_at"]),
+        approved_by=item.get("approved_by", ""),
+        reason=item.get("reason", ""),
+        ticket=item.get("ticket", ""),
+    )
+
+
+class Store:
+    """Reads and writes the guardrail table through a low-level DynamoDB client."""
+
+    def __init__(self, client: Any, table: str, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self._ddb = client
+        self.table = table
+        self._clock = clock
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def load(self, event_id: str, account: str, user: str) -> EventState:
+        """The event's processed flag, the user's exception and record: one BatchGetItem."""
+        keys = [{"pk": f"EVENT#{event_id}", "sk": "EVENT"}]
+        if user:
+            keys += [{"pk": EXCEPTION_PK, "sk": user_sk(account, user)}, {"pk": USER_PK, "sk": user_sk(account, user)}]
+        request = {self.table: {"Keys": [_encode(k) for k in keys], "ConsistentRead": True}}
+        items: list[dict[str, Any]] = []
+        try:
+            for _ in range(5):
+                reply = self._ddb.batch_get_item(RequestItems=request)
+                items += [_decode(i) for i in reply.get("Responses", {}).get(self.table, [])]
+                request = reply.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreUnavailableError(f"cannot read table {self.table}: {error_code(exc)}") from exc
+        if request:
+            raise StoreUnavailableError(f"table {self.table} left keys unprocessed")
+        by_pk = {item["pk"]: item for item in items}
+        exception_item = by_pk.get(EXCEPTION_PK)
+        return EventState(
+            processed=f"EVENT#{event_id}" in by_pk,
+            exception=exception_from_item(exception_item) if exception_item else None,
+            user_record=by_pk.get(USER_PK, {}),
+        )
+
+    def query(self, pk: str, *, since: str = "") -> Iterator[dict[str, Any]]:
+        """Every item of one partition, oldest first (paginated)."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk" + (" AND sk >= :since" if since else ""),
+            "ExpressionAttributeValues": _encode({"pk": pk, **({"since": since} if since else {})}, prefix=":"),
+        }
+        try:
+            for page in self._ddb.get_paginator("query").paginate(**kwargs):
+                for item in page.get("Items", []):
+                    yield _decode(item)
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreUnavailableError(f"cannot query table {self.table}: {error_code(exc)}") from exc
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def record(self, outcome: Outcome) -> bool:
+        """Mark the event processed and append its audit record, atomically.
+
+        Returns False when another delivery of the same event got there first.
+        """
+        now = self._clock()
+        ttl = int((now + timedelta(days=EVENT_RECORD_TTL_DAYS)).timestamp())
+        items: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": _encode(
+                        {"pk": f"EVENT#{outcome.event_id}", "sk": "EVENT", "at": iso(now), "ttl": ttl}
+                    ),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+            {"Put": self._audit_put(outcome.audit, now, outcome.event_id)},
+        ]
+        if outcome.user_update:
+            items.append({"Update": self._user_update(outcome, now)})
+        if outcome.unsent_alert is not None:
+            item = self._outbox_item(outcome.event_id, outcome.unsent_alert, outcome.alert_error, now)
+            items.append({"Put": {"TableName": self.table, "Item": _encode(item)}})
+        try:
+            self._ddb.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            reasons = exc.response.get("CancellationReasons") or []
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                return False
+            raise StoreUnavailableError(f"cannot write table {self.table}: {error_code(exc)}") from exc
+        except BotoCoreError as exc:
+            raise StoreUnavailableError(f"cannot write table {self.table}: {error_code(exc)}") from exc
+        return True
+
+    def append_audit(self, record: Mapping[str, Any]) -> None:
+        now = self._clock()
+        self._write(self._ddb.put_item, **self._audit_put(record, now, uuid.uuid4().hex))
+
+    def save_unsent_alert(self, event_id: str, message: Mapping[str, Any], error: str) -> None:
+        item = self._outbox_item(event_id, message, error, self._clock())
+        self._write(self._ddb.put_item, TableName=self.table, Item=_encode(item))
+
+    @staticmethod
+    def _outbox_item(event_id: str, message: Mapping[str, Any], error: str, now: datetime) -> dict[str, Any]:
+        return {
+            "pk": OUTBOX_PK,
+            "sk": f"{iso(now)}#{event_id}",
+            "event_id": event_id,
+            "message": json.dumps(message, separators=(",", ":")),
+            "error": error[:500],
+            "attempts": 1,
+            "first_failed_at": iso(now),
+        }
+
+    def _audit_put(self, record: Mapping[str, Any], now: datetime, unique: str) -> dict[str, Any]:
+        item = {**record, "pk": AUDIT_PK, "sk": f"{iso(now)}#{unique}", "at": iso(now)}
+        return {"TableName": self.table, "Item": _encode(item), "ConditionExpression": "attribute_not_exists(pk)"}
+
+    def _user_update(self, outcome: Outcome, now: datetime) -> dict[str, Any]:
+        values: dict[str, Any] = {**outcome.user_update, "account": outcome.account, "user": outcome.user}
+        values["updated_at"] = iso(now)
+        sets = ", ".join(f"#{k} = :{k}" for k in values)
+        expression = f"SET {sets}"
+        if outcome.deactivated_keys:
+            expression += " ADD #deactivated_keys :deactivated_keys"
+        names = {f"#{k}": k for k in values}
+        encoded = _encode(values, prefix=":")
+        if outcome.deactivated_keys:
+            names["#deactivated_keys"] = "deactivated_keys"
+            encoded[":deactivated_keys"] = {"SS": sorted(set(outcome.deactivated_keys))}
+        return {
+            "TableName": self.table,
+            "Key": _encode({"pk": USER_PK, "sk": user_sk(outcome.account, outcome.user)}),
+            "UpdateExpression": expression,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": encoded,
+        }
+
+    def _write(self, method: Callable[..., Any], **kwargs: Any) -> None:
+        try:
+            method(**kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreUnavailableError(f"cannot write table {self.table}: {error_code(exc)}") from exc
+
+
+def _encode(values: Mapping[str, Any], *, prefix: str = "") -> dict[str, Any]:
+    return {f"{prefix}{k}": _SER.serialize(v) for k, v in values.items()}
+
+
+def _decode(item: Mapping[str, Any]) -> dict[str, Any]:
+    decoded = {k: _DESER.deserialize(v) for k, v in item.items()}
+    for key, value in decoded.items():
+        if isinstance(value, set):
+            decoded[key] = sorted(value)
+    return decoded

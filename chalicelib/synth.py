@@ -1,0 +1,152 @@
+"""Build CloudTrail records shaped like the ones AWS writes (for the demo, tests and benchmarks)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from chalicelib.constants import (
+    CLOUDTRAIL_DETAIL_TYPE,
+    CREATE_ACCESS_KEY,
+    CREATE_LOGIN_PROFILE,
+    CREATE_USER,
+    EVENTBRIDGE_SOURCE,
+    IAM_EVENT_SOURCE,
+)
+
+DEFAULT_ACCOUNT = "123456789012"
+CLI_USER_AGENT = "aws-cli/2.15.30 Python/3.11.8 Linux/6.1 exe/x86_64.amzn.2 prompt/off command/iam.create-user"
+TERRAFORM_USER_AGENT = "APN/1.0 HashiCorp/1.0 Terraform/1.7.5 (+https://www.terraform.io) terraform-provider-aws/5.40.0"
+
+
+def role_identity(account: str, role: str, session: str = "session", *, path: str = "/") -> dict[str, Any]:
+    """`userIdentity` of an assumed-role session."""
+    role_id = "AROA" + uuid.uuid5(uuid.NAMESPACE_URL, role).hex[:17].upper()
+    return {
+        "type": "AssumedRole",
+        "principalId": f"{role_id}:{session}",
+        "arn": f"arn:aws:sts::{account}:assumed-role/{role}/{session}",
+        "accountId": account,
+        "accessKeyId": "ASIA" + uuid.uuid5(uuid.NAMESPACE_URL, session).hex[:16].upper(),
+        "sessionContext": {
+            "sessionIssuer": {
+                "type": "Role",
+                "principalId": role_id,
+                "arn": f"arn:aws:iam::{account}:role{path}{role}",
+                "accountId": account,
+                "userName": role,
+            },
+            "attributes": {"creationDate": "2026-11-29T09:00:00Z", "mfaAuthenticated": "false"},
+        },
+    }
+
+
+def user_identity(account: str, user: str) -> dict[str, Any]:
+    """`userIdentity` of an IAM user calling with its own access key."""
+    return {
+        "type": "IAMUser",
+        "principalId": "AIDA" + uuid.uuid5(uuid.NAMESPACE_URL, user).hex[:17].upper(),
+        "arn": f"arn:aws:iam::{account}:user/{user}",
+        "accountId": account,
+        "accessKeyId": "AKIA" + uuid.uuid5(uuid.NAMESPACE_URL, user).hex[:16].upper(),
+        "userName": user,
+    }
+
+
+def root_identity(account: str) -> dict[str, Any]:
+    return {
+        "type": "Root",
+        "principalId": account,
+        "arn": f"arn:aws:iam::{account}:root",
+        "accountId": account,
+        "accessKeyId": "ASIA" + uuid.uuid5(uuid.NAMESPACE_URL, account).hex[:16].upper(),
+    }
+
+
+def cloudtrail_record(
+    event_name: str,
+    *,
+    user: str,
+    identity: Mapping[str, Any],
+    account: str = DEFAULT_ACCOUNT,
+    event_id: str | None = None,
+    event_time: datetime | None = None,
+    access_key_id: str = "",
+    path: str = "/",
+    tags: Iterable[tuple[str, str]] = (),
+    error_code: str = "",
+    user_agent: str = CLI_USER_AGENT,
+    source_ip: str = "203.0.113.10",
+) -> dict[str, Any]:
+    """One bare CloudTrail record for an IAM write, as it appears in a log file."""
+    when = (event_time or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    request: dict[str, Any] = {"userName": user}
+    response: dict[str, Any] | None = None
+    tag_list = [{"key": k, "value": v} for k, v in tags]
+    if event_name == CREATE_USER:
+        if path != "/":
+            request["path"] = path
+        if tag_list:
+            request["tags"] = tag_list
+        response = {
+            "user": {
+                "path": path,
+                "userName": user,
+                "userId": "AIDA" + uuid.uuid5(uuid.NAMESPACE_URL, account + user).hex[:17].upper(),
+                "arn": f"arn:aws:iam::{account}:user{path}{user}",
+                "createDate": "Nov 29, 2026 9:00:00 AM",
+                **({"tags": tag_list} if tag_list else {}),
+            }
+        }
+    elif event_name == CREATE_ACCESS_KEY:
+        response = {
+            "accessKey": {
+                "userName": user,
+                "accessKeyId": access_key_id or "AKIA" + uuid.uuid4().hex[:16].upper(),
+                "status": "Active",
+                "createDate": "Nov 29, 2026 9:00:00 AM",
+            }
+        }
+    elif event_name == CREATE_LOGIN_PROFILE:
+        request["passwordResetRequired"] = True
+        response = {"loginProfile": {"userName": user, "createDate": "Nov 29, 2026 9:00:00 AM", "passwordResetRequired": True}}
+    record: dict[str, Any] = {
+        "eventVersion": "1.09",
+        "userIdentity": dict(identity),
+        "eventTime": when,
+        "eventSource": IAM_EVENT_SOURCE,
+        "eventName": event_name,
+        "awsRegion": "us-east-1",
+        "sourceIPAddress": source_ip,
+        "userAgent": user_agent,
+        "requestParameters": request,
+        "responseElements": None if error_code else response,
+        "requestID": str(uuid.uuid4()),
+        "eventID": event_id or str(uuid.uuid4()),
+        "readOnly": False,
+        "eventType": "AwsApiCall",
+        "managementEvent": True,
+        "recipientAccountId": account,
+        "eventCategory": "Management",
+    }
+    if error_code:
+        record["errorCode"] = error_code
+        record["errorMessage"] = f"{event_name} failed: {error_code}"
+    return record
+
+
+def envelope(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Wrap a record the way EventBridge delivers it to the Lambda function."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": CLOUDTRAIL_DETAIL_TYPE,
+        "source": EVENTBRIDGE_SOURCE,
+        "account": record.get("recipientAccountId", DEFAULT_ACCOUNT),
+        "time": record.get("eventTime"),
+        "region": "us-east-1",
+        "resources": [],
+        "detail": dict(record),
+    }
