@@ -74,7 +74,7 @@ class AllowlistError(ValueError):
 class GlobSet:
     """A set of fnmatch globs compiled into one case-sensitive regular expression."""
 
-    __slots__ = ("patterns", "_regex")
+    __slots__ = ("_regex", "patterns")
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns = tuple(patterns)

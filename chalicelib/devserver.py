@@ -44,7 +44,7 @@ class MotoServer:
 
     def start(self) -> MotoServer:
         env = {**os.environ, **FAKE_CREDENTIALS}
-        self._process = subprocess.Popen(
+        self._process = subprocess.Popen(  # noqa: S603 - fixed argv, our own interpreter
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -55,7 +55,7 @@ class MotoServer:
             if self._process.poll() is not None:
                 raise RuntimeError(f"moto server exited with code {self._process.returncode}")
             try:
-                with urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1):
+                with urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1):  # noqa: S310 - loopback http
                     return self
             except OSError:
                 time.sleep(0.1)
@@ -63,8 +63,8 @@ class MotoServer:
         raise RuntimeError("moto server did not start within 30 s")
 
     def reset(self) -> None:
-        request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
-        with urllib.request.urlopen(request, timeout=10):
+        request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - loopback http
             pass
 
     def stop(self) -> None:
@@ -101,7 +101,7 @@ class SlackReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode("utf-8", "replace")
                 receiver._record(self.path, dict(self.headers.items()), body)
@@ -109,7 +109,9 @@ class SlackReceiver:
                 if delay:
                     time.sleep(delay)
                 api = self.path.startswith("/api/")
-                payload = json.dumps({"ok": status == 200} if api else {}) if api else ("ok" if status == 200 else "error")
+                payload = (
+                    json.dumps({"ok": status == 200} if api else {}) if api else ("ok" if status == 200 else "error")
+                )
                 try:
                     self.send_response(status)
                     for key, value in headers.items():

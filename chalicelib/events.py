@@ -194,9 +194,7 @@ def _target_user(
         user_name = _opt_str(user, "userName", "responseElements.user") or _opt_str(
             request, "userName", "requestParameters"
         )
-        path = _opt_str(user, "path", "responseElements.user") or _opt_str(
-            request, "path", "requestParameters"
-        )
+        path = _opt_str(user, "path", "responseElements.user") or _opt_str(request, "path", "requestParameters")
         return user_name, _opt_str(user, "arn", "responseElements.user"), path
     nested = {CREATE_ACCESS_KEY: "accessKey", CREATE_LOGIN_PROFILE: "loginProfile"}.get(name)
     user_name = ""

@@ -140,7 +140,9 @@ class Guardrail:
                 result.alert = "sent"
             except AlertDeliveryError as exc:
                 alert_error = str(exc)
-                log.error(json.dumps({"msg": "alert not delivered; queued", "event_id": event.event_id, "error": alert_error}))
+                log.error(
+                    json.dumps({"msg": "alert not delivered; queued", "event_id": event.event_id, "error": alert_error})
+                )
 
         if failed:
             self._queue_alert(event, result, alert_error)

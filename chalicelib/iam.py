@@ -157,4 +157,3 @@ class IamActions:
         code = error_code(exc)
         log.error("IAM %s for %s failed: %s", action, user, code)
         return ActionResult(action, user, FAILED, code)
-

@@ -76,7 +76,9 @@ class BotNotifier:
 
     def send(self, message: Mapping[str, Any]) -> None:
         try:
-            self.client.chat_postMessage(channel=self.channel, text=message.get("text", ""), blocks=message.get("blocks"))
+            self.client.chat_postMessage(
+                channel=self.channel, text=message.get("text", ""), blocks=message.get("blocks")
+            )
         except SlackApiError as exc:
             status = exc.response.status_code if exc.response is not None else "?"
             error = exc.response.get("error") if exc.response is not None else ""

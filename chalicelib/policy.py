@@ -292,8 +292,7 @@ def _create_login_profile(
             )
         return Decision(
             ALERT,
-            f"integration '{integration.name}' does not allow console access: the login profile of "
-            f"{user} is deleted",
+            f"integration '{integration.name}' does not allow console access: the login profile of {user} is deleted",
             severity=HIGH,
             steps=(DELETE_LOGIN_PROFILE,),
             integration=integration.name,

@@ -117,7 +117,10 @@ def build_alert(event: IamEvent, decision: Decision, results: Sequence[ActionRes
         fields.append("*Pattern*\nkey or password created for another user (backdoor)")
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": header, "emoji": True}},
-        {"type": "section", "text": _mrkdwn(clip(f"{mark} *{decision.severity.upper()}* {safe(decision.reason, 2800)}", SECTION_MAX))},
+        {
+            "type": "section",
+            "text": _mrkdwn(clip(f"{mark} *{decision.severity.upper()}* {safe(decision.reason, 2800)}", SECTION_MAX)),
+        },
         {"type": "section", "fields": [_mrkdwn(clip(f, FIELD_MAX)) for f in fields[:FIELDS_MAX]]},
     ]
     if results:

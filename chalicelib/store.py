@@ -161,9 +161,7 @@ class Store:
             {
                 "Put": {
                     "TableName": self.table,
-                    "Item": _encode(
-                        {"pk": f"EVENT#{outcome.event_id}", "sk": "EVENT", "at": iso(now), "ttl": ttl}
-                    ),
+                    "Item": _encode({"pk": f"EVENT#{outcome.event_id}", "sk": "EVENT", "at": iso(now), "ttl": ttl}),
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
             },

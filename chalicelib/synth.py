@@ -111,7 +111,9 @@ def cloudtrail_record(
         }
     elif event_name == CREATE_LOGIN_PROFILE:
         request["passwordResetRequired"] = True
-        response = {"loginProfile": {"userName": user, "createDate": "Nov 29, 2026 9:00:00 AM", "passwordResetRequired": True}}
+        response = {
+            "loginProfile": {"userName": user, "createDate": "Nov 29, 2026 9:00:00 AM", "passwordResetRequired": True}
+        }
     record: dict[str, Any] = {
         "eventVersion": "1.09",
         "userIdentity": dict(identity),

@@ -9,7 +9,7 @@ import pytest
 
 from chalicelib.events import MalformedEventError, UnsupportedEventError, parse_event
 from chalicelib.synth import envelope
-from tests.helpers import REAL_FIXTURES, TERRAFORM, record, real_fixture
+from tests.helpers import REAL_FIXTURES, TERRAFORM, real_fixture, record
 
 real = pytest.mark.skipif(not REAL_FIXTURES.is_dir(), reason="../shared/fixtures absent")
 ALL_REAL = sorted(p.name for p in REAL_FIXTURES.glob("*.json")) if REAL_FIXTURES.is_dir() else []
@@ -24,7 +24,7 @@ NOT_IAM = {
 def test_every_real_record_parses_or_is_rejected_with_a_reason(name: str) -> None:
     raw = real_fixture(name)
     if name in NOT_IAM:
-        with pytest.raises(UnsupportedEventError, match="is not iam.amazonaws.com"):
+        with pytest.raises(UnsupportedEventError, match=r"is not iam\.amazonaws\.com"):
             parse_event(raw)
         return
     event = parse_event(raw)
@@ -58,8 +58,9 @@ def test_real_create_user_with_tags_and_path() -> None:
 def test_real_envelope_uses_sso_session_issuer_as_principal() -> None:
     event = parse_event(real_fixture("ENVELOPE_example.json"))
     assert event.actor.type == "AssumedRole"
-    assert event.actor.principal_arn.endswith(":role/aws-reserved/sso.amazonaws.com/eu-central-1/"
-                                              "AWSReservedSSO_AdministratorAccess_33d40419b45cd0b4")
+    assert event.actor.principal_arn.endswith(
+        ":role/aws-reserved/sso.amazonaws.com/eu-central-1/AWSReservedSSO_AdministratorAccess_33d40419b45cd0b4"
+    )
     assert event.actor.session_name == "michael.ullrich@nuvibit.com"
     assert not event.account_is_valid  # masked '***'
 

@@ -50,13 +50,20 @@ def test_quarantine_alert_has_the_facts_links_and_buttons() -> None:
     blocks = message["blocks"]
     assert blocks[0]["type"] == "header" and "IAM user quarantined: alice" in blocks[0]["text"]["text"]
     text = all_text(message)
-    for fact in ("AWSReservedSSO_Developer_0123abcd", "203.0.113.10", "aws-cli/2.15.30", "2026-11-29 09:00:00 UTC",
-                 "123456789012 / us-east-1", "quarantine (high, enforce)", "no integration in the allowlist"):
+    for fact in (
+        "AWSReservedSSO_Developer_0123abcd",
+        "203.0.113.10",
+        "aws-cli/2.15.30",
+        "2026-11-29 09:00:00 UTC",
+        "123456789012 / us-east-1",
+        "quarantine (high, enforce)",
+        "no integration in the allowlist",
+    ):
         assert fact in text, fact
-    context = [b for b in blocks if b["type"] == "context"][0]["elements"][0]["text"]
+    context = next(b for b in blocks if b["type"] == "context")["elements"][0]["text"]
     assert f"cloudtrailv2/home?region=us-east-1#/events/{raw['eventID']}|CloudTrail event>" in context
     assert "/iam/home#/users/details/alice|IAM user>" in context
-    actions = [b for b in blocks if b["type"] == "actions"][0]
+    actions = next(b for b in blocks if b["type"] == "actions")
     ids = [e["action_id"] for e in actions["elements"]]
     assert ids == ["guardrail_approve_7", "guardrail_approve_30", ACTION_KEEP_QUARANTINED]
     value = json.loads(actions["elements"][0]["value"])

@@ -1,0 +1,144 @@
+"""Functional fixtures: moto in server mode (a child process on loopback), a local Slack receiver,
+the Chalice test client, and AWS call counting through botocore's event hooks."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+from chalice.test import Client
+
+from app import app
+from chalicelib import runtime
+from chalicelib.bootstrap import bootstrap
+from chalicelib.devserver import MotoServer, SlackReceiver
+from chalicelib.synth import envelope
+from tests.helpers import ALLOWLIST_YAML, REPO
+
+STAGE_ENV: dict[str, str] = json.loads((REPO / ".chalice" / "config.json").read_text())["stages"]["dev"][
+    "environment_variables"
+]
+WEBHOOK_PATH = "/services/T000/B000/not-a-real-secret"
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    with MotoServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def slack_receiver() -> Iterator[SlackReceiver]:
+    with SlackReceiver() as receiver:
+        yield receiver
+
+
+class _Raw:
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self._body
+
+
+@dataclass
+class Aws:
+    """The test's view of the world: boto3 clients on moto, the Slack receiver, call counts."""
+
+    iam: Any
+    ddb: Any
+    secrets: Any
+    slack: SlackReceiver
+    allowlist_path: Path
+    table: str
+    calls: Counter[str] = field(default_factory=Counter)
+    throttle: dict[str, int] = field(default_factory=dict)
+
+    def invoke(self, raw: dict[str, Any], *, wrap: bool = True) -> dict[str, Any]:
+        """Deliver an event to the real `on_iam_event` handler, as EventBridge would."""
+        self._instrument()
+        with Client(app, stage_name="dev", project_dir=str(REPO)) as client:
+            return client.lambda_.invoke("on_iam_event", envelope(raw) if wrap else raw).payload
+
+    def _instrument(self) -> None:
+        rt = runtime.get()
+        if getattr(rt, "_instrumented", False):
+            return
+        rt._session.events.register("before-call", self._count)
+        rt._session.events.register("before-send", self._maybe_throttle)
+        rt._instrumented = True  # type: ignore[attr-defined]
+
+    def _count(self, model: Any, **_: Any) -> None:
+        self.calls[f"{model.service_model.service_name}.{model.name}"] += 1
+
+    def _maybe_throttle(self, request: Any, **_: Any) -> AWSResponse | None:
+        body = request.body.decode() if isinstance(request.body, bytes) else str(request.body or "")
+        for action, remaining in self.throttle.items():
+            if remaining and f"Action={action}&" in body + "&":
+                self.throttle[action] = remaining - 1
+                xml = (
+                    "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>"
+                    "<Message>Rate exceeded</Message></Error><RequestId>t</RequestId></ErrorResponse>"
+                )
+                return AWSResponse(request.url, 400, {}, _Raw(xml.encode()))
+        return None
+
+    @property
+    def total_calls(self) -> int:
+        return sum(self.calls.values())
+
+    def write_allowlist(self, text: str) -> None:
+        self.allowlist_path.write_text(text)
+        runtime.reset()
+
+    def items(self, pk: str) -> list[dict[str, Any]]:
+        table = boto3.resource("dynamodb").Table(self.table)
+        return table.query(KeyConditionExpression=boto3.dynamodb.conditions.Key("pk").eq(pk))["Items"]
+
+    def user_state(self, user: str) -> dict[str, Any]:
+        tags = {t["Key"]: t["Value"] for t in self.iam.list_user_tags(UserName=user)["Tags"]}
+        policies = [p["PolicyName"] for p in self.iam.list_attached_user_policies(UserName=user)["AttachedPolicies"]]
+        keys = {k["AccessKeyId"]: k["Status"] for k in self.iam.list_access_keys(UserName=user)["AccessKeyMetadata"]}
+        return {"tags": tags, "policies": policies, "keys": keys}
+
+
+@pytest.fixture
+def aws(
+    moto_server: MotoServer, slack_receiver: SlackReceiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Aws]:
+    moto_server.reset()
+    slack_receiver.clear()
+    for key, value in {**moto_server.environment(), **STAGE_ENV}.items():
+        monkeypatch.setenv(key, value)
+    allowlist_path = tmp_path / "allowlist.yaml"
+    allowlist_path.write_text(ALLOWLIST_YAML)
+    monkeypatch.setenv("GUARDRAIL_ALLOWLIST", str(allowlist_path))
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", slack_receiver.url + WEBHOOK_PATH)
+    monkeypatch.setenv("GUARDRAIL_SLACK_TIMEOUT", "1")
+    monkeypatch.setenv("GUARDRAIL_SLACK_RETRIES", "1")
+    monkeypatch.delenv("GUARDRAIL_MODE", raising=False)
+    runtime.reset()
+    iam, ddb = boto3.client("iam"), boto3.client("dynamodb")
+    bootstrap(
+        iam=iam,
+        dynamodb=ddb,
+        sts=boto3.client("sts"),
+        table=STAGE_ENV["GUARDRAIL_TABLE"],
+        policy_name=STAGE_ENV["GUARDRAIL_QUARANTINE_POLICY_NAME"],
+    )
+    yield Aws(
+        iam=iam,
+        ddb=ddb,
+        secrets=boto3.client("secretsmanager"),
+        slack=slack_receiver,
+        allowlist_path=allowlist_path,
+        table=STAGE_ENV["GUARDRAIL_TABLE"],
+    )
+    runtime.reset()
