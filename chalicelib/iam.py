@@ -19,13 +19,19 @@ GONE: Final = "user_gone"
 FAILED: Final = "failed"
 
 _TAG_VALUE_MAX: Final = 256
+_TAG_DROP_RE = re.compile(r"[\"'`()\[\]{}<>]")
+_TAG_SPACE_RE = re.compile(r"[,;|!?&]")
 _TAG_UNSAFE_RE = re.compile(r"[^\w .:/=+\-@]", re.UNICODE)
 
 
 def sanitise_tag_value(value: str) -> str:
-    """Fit a value to IAM's tag rules: letters, digits, spaces and `_ . : / = + - @`, 256 chars."""
-    cleaned = _TAG_UNSAFE_RE.sub("_", " ".join(str(value).split()))
-    return cleaned[:_TAG_VALUE_MAX]
+    """Fit a value to IAM's tag rules: letters, digits, spaces and `_ . : / = + - @`, 256 chars.
+
+    Quotes and brackets are dropped, separators become spaces, anything else (`*`) becomes `_`.
+    """
+    cleaned = _TAG_SPACE_RE.sub(" ", _TAG_DROP_RE.sub("", str(value)))
+    cleaned = _TAG_UNSAFE_RE.sub("_", " ".join(cleaned.split()))
+    return cleaned[:_TAG_VALUE_MAX].strip()
 
 
 @dataclass(frozen=True, slots=True)

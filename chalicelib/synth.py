@@ -17,7 +17,7 @@ from chalicelib.constants import (
 )
 
 DEFAULT_ACCOUNT = "123456789012"
-CLI_USER_AGENT = "aws-cli/2.15.30 Python/3.11.8 Linux/6.1 exe/x86_64.amzn.2 prompt/off command/iam.create-user"
+CLI_USER_AGENT = "aws-cli/2.15.30 Python/3.11.8 Linux/6.1 exe/x86_64.amzn.2 prompt/off command/iam.{command}"
 TERRAFORM_USER_AGENT = "APN/1.0 HashiCorp/1.0 Terraform/1.7.5 (+https://www.terraform.io) terraform-provider-aws/5.40.0"
 
 
@@ -77,7 +77,7 @@ def cloudtrail_record(
     path: str = "/",
     tags: Iterable[tuple[str, str]] = (),
     error_code: str = "",
-    user_agent: str = CLI_USER_AGENT,
+    user_agent: str = "",
     source_ip: str = "203.0.113.10",
 ) -> dict[str, Any]:
     """One bare CloudTrail record for an IAM write, as it appears in a log file."""
@@ -122,7 +122,7 @@ def cloudtrail_record(
         "eventName": event_name,
         "awsRegion": "us-east-1",
         "sourceIPAddress": source_ip,
-        "userAgent": user_agent,
+        "userAgent": user_agent or CLI_USER_AGENT.format(command=_kebab(event_name)),
         "requestParameters": request,
         "responseElements": None if error_code else response,
         "requestID": str(uuid.uuid4()),
@@ -152,3 +152,7 @@ def envelope(record: Mapping[str, Any]) -> dict[str, Any]:
         "resources": [],
         "detail": dict(record),
     }
+
+
+def _kebab(name: str) -> str:
+    return "".join(f"-{c.lower()}" if c.isupper() else c for c in name).lstrip("-")

@@ -1,0 +1,187 @@
+"""`make demo`: the whole flow on a local moto server, no AWS account needed.
+
+It starts moto in server mode and a local Slack receiver on loopback, bootstraps the table and
+quarantine policy, creates real users and keys in moto, feeds the matching CloudTrail events
+through the real `on_iam_event` handler (Chalice's test client, the dev stage's settings), and
+prints each decision, the IAM state it left and the Slack message as the team would see it.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from chalicelib import runtime
+from chalicelib.allowlist import DEFAULT_PATH
+from chalicelib.bootstrap import bootstrap
+from chalicelib.devserver import MotoServer, SlackReceiver, environment
+from chalicelib.slack_message import render_text
+from chalicelib.synth import TERRAFORM_USER_AGENT, cloudtrail_record, envelope, role_identity, user_identity
+
+REPO = Path(__file__).resolve().parent.parent
+ACCOUNT = "123456789012"  # moto's default account
+TERRAFORM = role_identity(ACCOUNT, "terraform-deployer", "tf-apply-1842")
+DEVELOPER = role_identity(
+    ACCOUNT, "AWSReservedSSO_Developer_5f2a9c1e", "dana@example.com", path="/aws-reserved/sso.amazonaws.com/"
+)
+CI_BOT = user_identity(ACCOUNT, "legacy-ci-bot")
+
+
+@dataclass
+class Scene:
+    title: str
+    user: str
+    prepare: Callable[[Any], dict[str, Any]]
+
+
+def stage_environment(stage: str = "dev") -> dict[str, str]:
+    config = json.loads((REPO / ".chalice" / "config.json").read_text())
+    return dict(config["stages"][stage].get("environment_variables", {}))
+
+
+def scenes() -> list[Scene]:
+    def approved_user(iam: Any) -> dict[str, Any]:
+        iam.create_user(UserName="svc-datadog", Path="/integrations/")
+        return cloudtrail_record(
+            "CreateUser", user="svc-datadog", identity=TERRAFORM, path="/integrations/", user_agent=TERRAFORM_USER_AGENT
+        )
+
+    def approved_key(iam: Any) -> dict[str, Any]:
+        key = iam.create_access_key(UserName="svc-datadog")["AccessKey"]["AccessKeyId"]
+        return cloudtrail_record(
+            "CreateAccessKey",
+            user="svc-datadog",
+            identity=TERRAFORM,
+            access_key_id=key,
+            user_agent=TERRAFORM_USER_AGENT,
+        )
+
+    def second_key(iam: Any) -> dict[str, Any]:
+        key = iam.create_access_key(UserName="svc-datadog")["AccessKey"]["AccessKeyId"]
+        return cloudtrail_record(
+            "CreateAccessKey",
+            user="svc-datadog",
+            identity=TERRAFORM,
+            access_key_id=key,
+            user_agent=TERRAFORM_USER_AGENT,
+        )
+
+    def developer_user(iam: Any) -> dict[str, Any]:
+        iam.create_user(UserName="dana-debug")
+        return cloudtrail_record("CreateUser", user="dana-debug", identity=DEVELOPER, source_ip="198.51.100.23")
+
+    def backdoor_key(iam: Any) -> dict[str, Any]:
+        iam.create_user(UserName="legacy-ci-bot")
+        iam.create_user(UserName="bob-legacy")
+        key = iam.create_access_key(UserName="bob-legacy")["AccessKey"]["AccessKeyId"]
+        return cloudtrail_record(
+            "CreateAccessKey",
+            user="bob-legacy",
+            identity=CI_BOT,
+            access_key_id=key,
+            source_ip="192.0.2.77",
+            user_agent="<!channel> curl/8.4.0",
+        )
+
+    def console_password(iam: Any) -> dict[str, Any]:
+        iam.create_login_profile(UserName="svc-datadog", Password=f"Demo-{uuid.uuid4().hex}!A1")
+        return cloudtrail_record("CreateLoginProfile", user="svc-datadog", identity=DEVELOPER)
+
+    def denied(iam: Any) -> dict[str, Any]:
+        return cloudtrail_record("CreateUser", user="mallory", identity=DEVELOPER, error_code="AccessDenied")
+
+    return [
+        Scene("Terraform creates the approved integration user svc-datadog", "svc-datadog", approved_user),
+        Scene("Terraform creates its first access key", "svc-datadog", approved_key),
+        Scene("Terraform creates a second key (max_access_keys is 1)", "svc-datadog", second_key),
+        Scene("A developer creates an IAM user by hand", "dana-debug", developer_user),
+        Scene("An IAM user creates a key for another user (backdoor pattern)", "bob-legacy", backdoor_key),
+        Scene("A developer sets a console password on the integration user", "svc-datadog", console_password),
+        Scene("A CreateUser call that AWS refused (AccessDenied)", "", denied),
+    ]
+
+
+def describe_user(iam: Any, user: str) -> list[str]:
+    if not user:
+        return ["(no user was created)"]
+    try:
+        tags = {t["Key"]: t["Value"] for t in iam.list_user_tags(UserName=user)["Tags"]}
+    except iam.exceptions.NoSuchEntityException:
+        return [f"{user}: does not exist"]
+    policies = [p["PolicyName"] for p in iam.list_attached_user_policies(UserName=user)["AttachedPolicies"]]
+    keys = [f"{k['AccessKeyId']}={k['Status']}" for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]]
+    try:
+        iam.get_login_profile(UserName=user)
+        console = "yes"
+    except iam.exceptions.NoSuchEntityException:
+        console = "no"
+    return [
+        f"user {user}: policies {policies or 'none'}; keys {keys or 'none'}; console password {console}",
+        "tags " + (", ".join(f"{key}={value}" for key, value in sorted(tags.items())) or "none"),
+    ]
+
+
+def run_demo() -> int:
+    from chalice.test import Client
+
+    from app import app
+
+    print("iam-user-guardrail demo: moto server + local Slack receiver on 127.0.0.1, no AWS account\n")
+    with MotoServer() as moto, SlackReceiver() as slack:
+        env = {
+            **moto.environment(),
+            **stage_environment("dev"),
+            "GUARDRAIL_ALLOWLIST": str(DEFAULT_PATH),
+            "SLACK_WEBHOOK_URL": f"{slack.url}/services/TDEMO/BDEMO/demo",
+        }
+        with environment(env):
+            runtime.reset()
+            iam = boto3.client("iam")
+            summary = bootstrap(
+                iam=iam,
+                dynamodb=boto3.client("dynamodb"),
+                sts=boto3.client("sts"),
+                table=env["GUARDRAIL_TABLE"],
+                policy_name=env["GUARDRAIL_QUARANTINE_POLICY_NAME"],
+            )
+            print(f"moto server {moto.url}; bootstrap: {summary['table']}; {summary['policy']}")
+            print(f"allowlist: {DEFAULT_PATH.relative_to(REPO)}\n")
+            with Client(app, stage_name="dev", project_dir=str(REPO)) as client:
+                delivered: list[dict[str, Any]] = []
+                for number, scene in enumerate(scenes(), 1):
+                    slack.clear()
+                    delivered.append(envelope(scene.prepare(iam)))
+                    result = client.lambda_.invoke("on_iam_event", delivered[-1]).payload
+                    _print_scene(number, scene.title, result, describe_user(iam, scene.user), slack.messages)
+                slack.clear()
+                title = "EventBridge delivers scene 4's event a second time"
+                result = client.lambda_.invoke("on_iam_event", delivered[3]).payload
+                _print_scene(len(delivered) + 1, title, result, describe_user(iam, "dana-debug"), slack.messages)
+            runtime.reset()
+    print("Done: moto server stopped, nothing left running.")
+    return 0
+
+
+def _print_scene(number: int, title: str, result: dict[str, Any], state: list[str], messages: list[Any]) -> None:
+    print(f"── {number}. {title} " + "─" * max(0, 70 - len(title)))
+    verdict = result.get("verdict", result.get("status"))
+    print(f"decision: {verdict} ({result.get('severity', '-')}) {result.get('reason', '')}")
+    for action in result.get("results", []):
+        print(f"action:   {action}")
+    for line in state:
+        print(f"iam:      {line}")
+    if result.get("status") == "duplicate":
+        print("duplicate delivery: nothing done, no second alert")
+    for message in messages:
+        print("slack:")
+        print(textwrap.indent(render_text(message), "  │ "))
+    if not messages:
+        print("slack:    (no message)")
+    print()
