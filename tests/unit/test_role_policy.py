@@ -1,0 +1,92 @@
+"""The Lambda role in .chalice/policy-*.json: covers every AWS call the handlers make, nothing more."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import boto3
+import pytest
+
+from tests.helpers import REPO
+
+POLICIES = sorted((REPO / ".chalice").glob("policy-*.json"))
+#: Modules that run in Lambda (bootstrap, demo, devserver and cli run with an operator's credentials).
+LAMBDA_MODULES = ["guardrail.py", "iam.py", "store.py", "runtime.py", "notify.py"]
+RECEIVERS = {"self._iam": "iam", "self._ddb": "dynamodb", 'self.client("secretsmanager")': "secretsmanager"}
+#: A transaction is authorised per item action.
+EXPANDS = {"dynamodb:TransactWriteItems": ["dynamodb:PutItem", "dynamodb:UpdateItem"]}
+
+
+def operations(service: str) -> dict[str, str]:
+    """boto3's method names for a service mapped to the API operation (the IAM action name)."""
+    client = boto3.session.Session(region_name="us-east-1").client(
+        service, aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    return dict(client.meta.method_to_api_mapping)
+
+
+def actions_used() -> set[str]:
+    used: set[str] = set()
+    for module in LAMBDA_MODULES:
+        source = (REPO / "chalicelib" / module).read_text()
+        for receiver, service in RECEIVERS.items():
+            mapping = operations(service)
+            escaped = re.escape(receiver)
+            names = re.findall(escaped + r"\.(\w+)", source)
+            names += re.findall(escaped + r'\.get_paginator\("(\w+)"\)', source)
+            used.update(f"{service}:{mapping[name]}" for name in names if name in mapping)
+    expanded = set()
+    for action in used:
+        expanded.update(EXPANDS.get(action, [action]))
+    return expanded
+
+
+def allowed(policy: dict) -> set[str]:
+    actions: set[str] = set()
+    for statement in policy["Statement"]:
+        if statement["Effect"] == "Allow":
+            listed = statement["Action"]
+            actions.update([listed] if isinstance(listed, str) else listed)
+    return actions
+
+
+def test_scanner_finds_the_calls() -> None:
+    used = actions_used()
+    assert {"iam:AttachUserPolicy", "iam:TagUser", "dynamodb:BatchGetItem", "secretsmanager:GetSecretValue"} <= used
+
+
+@pytest.mark.parametrize("path", POLICIES, ids=lambda p: p.name)
+def test_role_covers_every_call_and_nothing_broader(path) -> None:
+    policy = json.loads(path.read_text())
+    granted = allowed(policy)
+    used = actions_used()
+    missing = used - granted
+    assert not missing, f"{path.name} lacks {sorted(missing)}"
+    unused = {a for a in granted - used if not a.startswith("logs:")}
+    assert not unused, f"{path.name} grants actions no handler calls: {sorted(unused)}"
+    assert not any(a.endswith(":*") or a == "*" for a in granted)
+    assert "iam:PutUserPolicy" not in granted
+    for statement in policy["Statement"]:
+        actions = statement["Action"]
+        if statement["Effect"] == "Allow":
+            assert statement["Resource"] != "*", statement["Sid"]
+        if "iam:AttachUserPolicy" in actions:
+            assert statement["Condition"]["ArnEquals"]["iam:PolicyARN"].endswith(
+                ":policy/iam-user-guardrail-quarantine"
+            )
+        if "iam:TagUser" in actions:
+            assert statement["Condition"]["ForAllValues:StringLike"]["aws:TagKeys"] == ["guardrail:*"]
+
+
+def test_stage_settings_name_the_stage_resources() -> None:
+    config = json.loads((REPO / ".chalice" / "config.json").read_text())
+    assert config["autogen_policy"] is False
+    for stage, settings in config["stages"].items():
+        policy = json.loads((REPO / ".chalice" / settings["iam_policy_file"]).read_text())
+        text = json.dumps(policy)
+        env = settings["environment_variables"]
+        assert f"table/{env['GUARDRAIL_TABLE']}" in text
+        assert f"secret:{env['GUARDRAIL_SLACK_SECRET_ID']}-*" in text
+        assert f"policy/{env['GUARDRAIL_QUARANTINE_POLICY_NAME']}" in text
+        assert env["GUARDRAIL_OWN_ROLE_ARNS"].endswith(f"role/iam-user-guardrail-{stage}")
