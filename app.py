@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from chalice import Chalice
+from chalice import Chalice, IAMAuthorizer, Rate, Response
 from chalice.app import CloudWatchEvent
 
 from chalicelib import runtime
@@ -31,3 +31,38 @@ def on_iam_event(event: CloudWatchEvent) -> dict:
 
 
 app.handler_map["on_iam_event"].event_class = UncheckedEvent
+iam_auth = IAMAuthorizer()
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS), name="sweep")
+def sweep(event: Any) -> dict:
+    return runtime.get().run_sweep().to_dict()
+
+
+@app.route("/slack/interactions", methods=["POST"], content_types=["application/x-www-form-urlencoded"])
+def slack_interactions() -> Response:
+    request = app.current_request
+    reply = runtime.get().slack_interactions.handle(request.raw_body, request.headers)
+    return Response(body=reply.body, status_code=reply.status, headers={"Content-Type": "text/plain"})
+
+
+@app.route("/exceptions", methods=["POST"], authorizer=iam_auth)
+def grant_exception() -> Response:
+    request = app.current_request
+    return json_response(*runtime.get().rest_api.grant(request.context.get("identity", {}), request.raw_body))
+
+
+@app.route("/exceptions", methods=["GET"], authorizer=iam_auth)
+def list_exceptions() -> Response:
+    request = app.current_request
+    return json_response(*runtime.get().rest_api.list(request.context.get("identity", {}), request.query_params))
+
+
+@app.route("/exceptions/{account_id}/{user_name}", methods=["DELETE"], authorizer=iam_auth)
+def revoke_exception(account_id: str, user_name: str) -> Response:
+    identity = app.current_request.context.get("identity", {})
+    return json_response(*runtime.get().rest_api.revoke(identity, account_id, user_name))
+
+
+def json_response(status: int, body: dict) -> Response:
+    return Response(body=body, status_code=status, headers={"Content-Type": "application/json"})

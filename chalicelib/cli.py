@@ -41,6 +41,32 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from chalicelib.runtime import Runtime
+    from chalicelib.settings import Settings
+    from chalicelib.store import AUDIT_PK, Store
+
+    store = Store(Runtime(Settings.from_env()).client("dynamodb"), args.table or Settings.from_env().table)
+    shown = 0
+    for record in store.query(AUDIT_PK, since=args.since or ""):
+        if args.user and record.get("user") != args.user:
+            continue
+        shown += 1
+        who = record.get("by") or record.get("actor", "")
+        what = record.get("verdict") or record.get("state") or ""
+        print(
+            f"{record['at'][:19]}  {record.get('kind', ''):<16} {record.get('account', '')}/{record.get('user', '')}"
+            f"  by {who}  {what}  {record.get('reason', '')}"
+        )
+    if not shown:
+        print(
+            "no audit records"
+            + (f" for {args.user}" if args.user else "")
+            + (f" since {args.since}" if args.since else "")
+        )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from chalicelib.demo import run_demo
 
@@ -56,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     boot = sub.add_parser("bootstrap", help="create the table and the quarantine policy (idempotent)")
     boot.add_argument("--table", help="table name (default: $GUARDRAIL_TABLE)")
     boot.set_defaults(func=cmd_bootstrap)
+    audit = sub.add_parser("audit", help="print the audit trail (oldest first)")
+    audit.add_argument("--user", help="only records about this IAM user")
+    audit.add_argument("--since", help="ISO date or time, e.g. 2026-11-01")
+    audit.add_argument("--table", help="table name (default: $GUARDRAIL_TABLE)")
+    audit.set_defaults(func=cmd_audit)
     demo = sub.add_parser("demo", help="run the whole flow against a local moto server")
     demo.set_defaults(func=cmd_demo)
     return parser

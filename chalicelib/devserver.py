@@ -97,10 +97,15 @@ class SlackReceiver:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.behaviour: list[tuple[int, float, Mapping[str, str]]] = []
+        #: JSON answers for Web API paths (e.g. "/api/users.info"); others answer {"ok": true}.
+        self.api_responses: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.do_POST()
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode("utf-8", "replace")
@@ -108,10 +113,12 @@ class SlackReceiver:
                 status, delay, headers = receiver._next()
                 if delay:
                     time.sleep(delay)
-                api = self.path.startswith("/api/")
-                payload = (
-                    json.dumps({"ok": status == 200} if api else {}) if api else ("ok" if status == 200 else "error")
-                )
+                path = self.path.split("?", 1)[0]
+                api = path.startswith("/api/")
+                if api:
+                    payload = json.dumps(receiver.api_responses.get(path, {"ok": status == 200}))
+                else:
+                    payload = "ok" if status == 200 else "error"
                 try:
                     self.send_response(status)
                     for key, value in headers.items():
@@ -153,6 +160,7 @@ class SlackReceiver:
         with self._lock:
             self.requests.clear()
             self.behaviour.clear()
+            self.api_responses.clear()
 
     def start(self) -> SlackReceiver:
         self._thread.start()

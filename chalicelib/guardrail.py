@@ -233,11 +233,23 @@ class Guardrail:
             "results": [r.describe() for r in result.results],
             "alert": "queued" if alert_error else result.alert,
         }
+        case = {
+            "event_name": event.event_name,
+            "account": event.account,
+            "user": event.target_user_name,
+            "verdict": decision.verdict,
+            "severity": decision.severity,
+            "actor": event.actor.principal_arn,
+            "actor_arn": event.actor.arn,
+            "actor_session": event.actor.session_name,
+            "actor_user_name": event.actor.user_name,
+        }
         return Outcome(
             event_id=event.event_id,
             account=event.account,
             user=event.target_user_name,
             audit=audit,
+            event=case,
             user_update=update if event.target_user_name else {},
             deactivated_keys=deactivated,
             unsent_alert=result.message if alert_error else None,

@@ -8,6 +8,7 @@ invocation until it is fixed.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Mapping
 from functools import cached_property
@@ -15,13 +16,20 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from slack_sdk.web import WebClient
 
 from chalicelib.allowlist import Allowlist, GlobSet, load_allowlist
+from chalicelib.approvals import Approvals
 from chalicelib.guardrail import Guardrail
 from chalicelib.iam import IamActions, error_code
 from chalicelib.notify import AlertDeliveryError, BotNotifier, Notifier, NullNotifier, WebhookNotifier
+from chalicelib.rest import RestApi
 from chalicelib.settings import Settings
+from chalicelib.slack_interactions import SlackInteractions, response_url_allowed
 from chalicelib.store import Store
+from chalicelib.sweep import SweepReport, run_sweep
+
+log = logging.getLogger(__name__)
 
 
 class SlackSecretError(RuntimeError):
@@ -54,6 +62,7 @@ class Runtime:
             read_timeout=15,
         )
         self._clients: dict[str, Any] = {}
+        self._emails: dict[str, str | None] = {}
         self._lock = threading.Lock()
 
     def client(self, service: str) -> Any:
@@ -104,6 +113,52 @@ class Runtime:
         if not isinstance(data, dict):
             raise SlackSecretError("the Slack secret is not a JSON object")
         return {k: str(v) for k, v in data.items() if isinstance(v, str)}
+
+    @cached_property
+    def approvals(self) -> Approvals:
+        return Approvals(store=self.store, iam_for=lambda account: self.iam, allowlist=self.allowlist)
+
+    @cached_property
+    def rest_api(self) -> RestApi:
+        return RestApi(self.approvals)
+
+    @cached_property
+    def slack_interactions(self) -> SlackInteractions:
+        return SlackInteractions(
+            signing_secret=lambda: self.slack_secret["signing_secret"],
+            approvals=self.approvals,
+            store=self.store,
+            responder=self.respond_to_slack,
+            email_of=self.slack_email,
+        )
+
+    def run_sweep(self) -> SweepReport:
+        return run_sweep(approvals=self.approvals, store=self.store, notifier=self.notifier)
+
+    def respond_to_slack(self, url: str, message: Mapping[str, Any]) -> None:
+        """Post to an interaction's response_url (Slack's own hosts only)."""
+        if not response_url_allowed(url, self.settings.slack_response_hosts):
+            log.warning("refused to post to a response_url outside %s", sorted(self.settings.slack_response_hosts))
+            return
+        try:
+            WebhookNotifier(url, timeout=self.settings.slack_timeout, max_retries=1).send(message)
+        except AlertDeliveryError as exc:
+            log.error("could not update the Slack message: %s", exc)
+
+    def slack_email(self, slack_user_id: str) -> str | None:
+        """The clicker's email through users.info, when a bot token is configured; else None."""
+        if slack_user_id in self._emails:
+            return self._emails[slack_user_id]
+        email = None
+        try:
+            token = self.slack_secret.get("bot_token") if self.settings.slack_secret_id else None
+            if token:
+                client = WebClient(token=token, base_url=self.settings.slack_api_url, timeout=3)
+                email = client.users_info(user=slack_user_id)["user"]["profile"].get("email")
+        except Exception as exc:  # users.info is a best-effort link to the requester
+            log.warning("users.info failed: %s", type(exc).__name__)
+        self._emails[slack_user_id] = email
+        return email
 
     def build_notifier(self) -> Notifier:
         s = self.settings

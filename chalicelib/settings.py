@@ -30,6 +30,7 @@ class Settings:
     slack_retries: int = 2
     own_roles: tuple[str, ...] = ()
     iam_max_attempts: int = 10
+    slack_response_hosts: frozenset[str] = frozenset({"hooks.slack.com"})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -56,6 +57,9 @@ class Settings:
             slack_retries=int(_number(env, "GUARDRAIL_SLACK_RETRIES", 2, int)),
             own_roles=own_roles,
             iam_max_attempts=int(_number(env, "GUARDRAIL_AWS_MAX_ATTEMPTS", 10, int)),
+            slack_response_hosts=frozenset(
+                h.strip() for h in env.get("GUARDRAIL_SLACK_RESPONSE_HOSTS", "hooks.slack.com").split(",") if h.strip()
+            ),
         )
 
 

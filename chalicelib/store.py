@@ -4,7 +4,8 @@ One table, keys `pk`/`sk`:
 
 | item | pk | sk |
 |---|---|---|
-| processed CloudTrail event (TTL) | `EVENT#<eventID>` | `EVENT` |
+| processed CloudTrail event (TTL), with its decision | `EVENT#<eventID>` | `EVENT` |
+| a decision taken on an alert (decided once) | `DECISION#<eventID>` | `DECISION` |
 | the guardrail's record of a user | `USER` | `<account>#<user>` |
 | exception | `EXCEPTION` | `<account>#<user>` |
 | audit record (append-only) | `AUDIT` | `<ISO time>#<id>` |
@@ -32,6 +33,7 @@ from chalicelib.policy import ActiveException
 
 log = logging.getLogger(__name__)
 
+EVENT_SK: Final = "EVENT"
 USER_PK: Final = "USER"
 EXCEPTION_PK: Final = "EXCEPTION"
 AUDIT_PK: Final = "AUDIT"
@@ -60,6 +62,14 @@ def user_sk(account: str, user: str) -> str:
     return f"{account}#{user}"
 
 
+def event_pk(event_id: str) -> str:
+    return f"EVENT#{event_id}"
+
+
+def is_active_exception(item: Mapping[str, Any] | None) -> bool:
+    return bool(item) and item.get("state", "active") == "active"  # type: ignore[union-attr]
+
+
 @dataclass(frozen=True, slots=True)
 class EventState:
     """What the table knows that bears on one event."""
@@ -81,6 +91,7 @@ class Outcome:
     account: str
     user: str
     audit: Mapping[str, Any]
+    event: Mapping[str, Any] = field(default_factory=dict)
     user_update: Mapping[str, Any] = field(default_factory=dict)
     deactivated_keys: tuple[str, ...] = ()
     unsent_alert: Mapping[str, Any] | None = None
@@ -110,10 +121,20 @@ class Store:
 
     def load(self, event_id: str, account: str, user: str) -> EventState:
         """The event's processed flag, the user's exception and record: one BatchGetItem."""
-        keys = [{"pk": f"EVENT#{event_id}", "sk": "EVENT"}]
+        keys = [(event_pk(event_id), EVENT_SK)]
         if user:
-            keys += [{"pk": EXCEPTION_PK, "sk": user_sk(account, user)}, {"pk": USER_PK, "sk": user_sk(account, user)}]
-        request = {self.table: {"Keys": [_encode(k) for k in keys], "ConsistentRead": True}}
+            keys += [(EXCEPTION_PK, user_sk(account, user)), (USER_PK, user_sk(account, user))]
+        found = self.get_many(keys)
+        exception_item = found.get((EXCEPTION_PK, user_sk(account, user)))
+        return EventState(
+            processed=(event_pk(event_id), EVENT_SK) in found,
+            exception=exception_from_item(exception_item) if is_active_exception(exception_item) else None,
+            user_record=found.get((USER_PK, user_sk(account, user)), {}),
+        )
+
+    def get_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """Strongly consistent read of up to 100 items, keyed by (pk, sk)."""
+        request = {self.table: {"Keys": [_encode({"pk": pk, "sk": sk}) for pk, sk in keys], "ConsistentRead": True}}
         items: list[dict[str, Any]] = []
         try:
             for _ in range(5):
@@ -126,13 +147,10 @@ class Store:
             raise StoreUnavailableError(f"cannot read table {self.table}: {error_code(exc)}") from exc
         if request:
             raise StoreUnavailableError(f"table {self.table} left keys unprocessed")
-        by_pk = {item["pk"]: item for item in items}
-        exception_item = by_pk.get(EXCEPTION_PK)
-        return EventState(
-            processed=f"EVENT#{event_id}" in by_pk,
-            exception=exception_from_item(exception_item) if exception_item else None,
-            user_record=by_pk.get(USER_PK, {}),
-        )
+        return {(item["pk"], item["sk"]): item for item in items}
+
+    def get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        return self.get_many([(pk, sk)]).get((pk, sk))
 
     def query(self, pk: str, *, since: str = "") -> Iterator[dict[str, Any]]:
         """Every item of one partition, oldest first (paginated)."""
@@ -157,21 +175,26 @@ class Store:
         """
         now = self._clock()
         ttl = int((now + timedelta(days=EVENT_RECORD_TTL_DAYS)).timestamp())
+        event_item = {**outcome.event, "pk": event_pk(outcome.event_id), "sk": EVENT_SK, "at": iso(now), "ttl": ttl}
         items: list[dict[str, Any]] = [
-            {
-                "Put": {
-                    "TableName": self.table,
-                    "Item": _encode({"pk": f"EVENT#{outcome.event_id}", "sk": "EVENT", "at": iso(now), "ttl": ttl}),
-                    "ConditionExpression": "attribute_not_exists(pk)",
-                }
-            },
+            self.put_op(event_item, condition="attribute_not_exists(pk)"),
             {"Put": self._audit_put(outcome.audit, now, outcome.event_id)},
         ]
         if outcome.user_update:
-            items.append({"Update": self._user_update(outcome, now)})
+            items.append(
+                {
+                    "Update": self.user_update(
+                        outcome.account, outcome.user, outcome.user_update, add_keys=outcome.deactivated_keys
+                    )
+                }
+            )
         if outcome.unsent_alert is not None:
             item = self._outbox_item(outcome.event_id, outcome.unsent_alert, outcome.alert_error, now)
             items.append({"Put": {"TableName": self.table, "Item": _encode(item)}})
+        return self.transact(items)
+
+    def transact(self, items: list[dict[str, Any]]) -> bool:
+        """Write atomically; False when the first item's condition failed (someone got there first)."""
         try:
             self._ddb.transact_write_items(TransactItems=items)
         except ClientError as exc:
@@ -182,6 +205,67 @@ class Store:
         except BotoCoreError as exc:
             raise StoreUnavailableError(f"cannot write table {self.table}: {error_code(exc)}") from exc
         return True
+
+    def put(self, item: Mapping[str, Any], *, condition: str = "", values: Mapping[str, Any] | None = None) -> bool:
+        """Put one item; False when `condition` failed."""
+        kwargs: dict[str, Any] = {"TableName": self.table, "Item": _encode(item)}
+        if condition:
+            kwargs["ConditionExpression"] = condition
+        if values:
+            kwargs["ExpressionAttributeValues"] = _encode(values, prefix=":")
+        try:
+            self._ddb.put_item(**kwargs)
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise StoreUnavailableError(f"cannot write table {self.table}: {error_code(exc)}") from exc
+        except BotoCoreError as exc:
+            raise StoreUnavailableError(f"cannot write table {self.table}: {error_code(exc)}") from exc
+        return True
+
+    def delete(self, pk: str, sk: str) -> None:
+        self._write(self._ddb.delete_item, TableName=self.table, Key=_encode({"pk": pk, "sk": sk}))
+
+    def put_op(
+        self,
+        item: Mapping[str, Any],
+        *,
+        condition: str = "",
+        values: Mapping[str, Any] | None = None,
+        names: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """A `Put` for `transact`."""
+        op: dict[str, Any] = {"TableName": self.table, "Item": _encode(item)}
+        if condition:
+            op["ConditionExpression"] = condition
+        if values:
+            op["ExpressionAttributeValues"] = _encode(values, prefix=":")
+        if names:
+            op["ExpressionAttributeNames"] = dict(names)
+        return {"Put": op}
+
+    def update_op(
+        self, pk: str, sk: str, values: Mapping[str, Any], *, require: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """An `Update` that sets `values`, only where the item's attributes equal `require`."""
+        names = {f"#{k}": k for k in values}
+        encoded = _encode(values, prefix=":")
+        op: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": _encode({"pk": pk, "sk": sk}),
+            "UpdateExpression": "SET " + ", ".join(f"#{k} = :{k}" for k in values),
+        }
+        if require:
+            names.update({f"#{k}": k for k in require})
+            encoded.update(_encode(require, prefix=":require_"))
+            op["ConditionExpression"] = " AND ".join(f"#{k} = :require_{k}" for k in require)
+        op["ExpressionAttributeNames"] = names
+        op["ExpressionAttributeValues"] = encoded
+        return {"Update": op}
+
+    def audit_op(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """A `Put` of a new audit record for `transact`."""
+        return {"Put": self._audit_put(record, self._clock(), uuid.uuid4().hex)}
 
     def append_audit(self, record: Mapping[str, Any]) -> None:
         now = self._clock()
@@ -207,21 +291,30 @@ class Store:
         item = {**record, "pk": AUDIT_PK, "sk": f"{iso(now)}#{unique}", "at": iso(now)}
         return {"TableName": self.table, "Item": _encode(item), "ConditionExpression": "attribute_not_exists(pk)"}
 
-    def _user_update(self, outcome: Outcome, now: datetime) -> dict[str, Any]:
-        values: dict[str, Any] = {**outcome.user_update, "account": outcome.account, "user": outcome.user}
-        values["updated_at"] = iso(now)
-        sets = ", ".join(f"#{k} = :{k}" for k in values)
-        expression = f"SET {sets}"
-        if outcome.deactivated_keys:
-            expression += " ADD #deactivated_keys :deactivated_keys"
+    def user_update(
+        self,
+        account: str,
+        user: str,
+        values: Mapping[str, Any],
+        *,
+        add_keys: tuple[str, ...] = (),
+        remove: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        """An `Update` of the guardrail's record of a user, for `transact`."""
+        values = {**values, "account": account, "user": user, "updated_at": iso(self._clock())}
         names = {f"#{k}": k for k in values}
         encoded = _encode(values, prefix=":")
-        if outcome.deactivated_keys:
+        expression = "SET " + ", ".join(f"#{k} = :{k}" for k in values)
+        if add_keys:
             names["#deactivated_keys"] = "deactivated_keys"
-            encoded[":deactivated_keys"] = {"SS": sorted(set(outcome.deactivated_keys))}
+            encoded[":deactivated_keys"] = {"SS": sorted(set(add_keys))}
+            expression += " ADD #deactivated_keys :deactivated_keys"
+        if remove:
+            names.update({f"#{k}": k for k in remove})
+            expression += " REMOVE " + ", ".join(f"#{k}" for k in remove)
         return {
             "TableName": self.table,
-            "Key": _encode({"pk": USER_PK, "sk": user_sk(outcome.account, outcome.user)}),
+            "Key": _encode({"pk": USER_PK, "sk": user_sk(account, user)}),
             "UpdateExpression": expression,
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": encoded,

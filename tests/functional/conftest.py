@@ -67,6 +67,15 @@ class Aws:
         with Client(app, stage_name="dev", project_dir=str(REPO)) as client:
             return client.lambda_.invoke("on_iam_event", envelope(raw) if wrap else raw).payload
 
+    def invoke_sweep(self) -> dict[str, Any]:
+        """Run the scheduled `sweep` function as the schedule would."""
+        self._instrument()
+        with Client(app, stage_name="dev", project_dir=str(REPO)) as client:
+            event = client.events.generate_cw_event(
+                source="aws.events", detail_type="Scheduled Event", detail={}, resources=[], region="us-east-1"
+            )
+            return client.lambda_.invoke("sweep", event).payload
+
     def _instrument(self) -> None:
         rt = runtime.get()
         if getattr(rt, "_instrumented", False):
@@ -123,6 +132,7 @@ def aws(
     monkeypatch.setenv("SLACK_WEBHOOK_URL", slack_receiver.url + WEBHOOK_PATH)
     monkeypatch.setenv("GUARDRAIL_SLACK_TIMEOUT", "1")
     monkeypatch.setenv("GUARDRAIL_SLACK_RETRIES", "1")
+    monkeypatch.setenv("GUARDRAIL_SLACK_RESPONSE_HOSTS", "127.0.0.1")
     monkeypatch.delenv("GUARDRAIL_MODE", raising=False)
     runtime.reset()
     iam, ddb = boto3.client("iam"), boto3.client("dynamodb")
