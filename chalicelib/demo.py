@@ -9,20 +9,24 @@ prints each decision, the IAM state it left and the Slack message as the team wo
 from __future__ import annotations
 
 import json
+import secrets
 import textwrap
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import boto3
+from slack_sdk.signature import SignatureVerifier
 
 from chalicelib import runtime
 from chalicelib.allowlist import DEFAULT_PATH
 from chalicelib.bootstrap import bootstrap
 from chalicelib.devserver import MotoServer, SlackReceiver, environment
-from chalicelib.slack_message import render_text
+from chalicelib.slack_message import DECISION_BLOCK_ID, render_text
 from chalicelib.synth import TERRAFORM_USER_AGENT, cloudtrail_record, envelope, role_identity, user_identity
 
 REPO = Path(__file__).resolve().parent.parent
@@ -140,7 +144,9 @@ def run_demo() -> int:
             **stage_environment("dev"),
             "GUARDRAIL_ALLOWLIST": str(DEFAULT_PATH),
             "SLACK_WEBHOOK_URL": f"{slack.url}/services/TDEMO/BDEMO/demo",
+            "GUARDRAIL_SLACK_RESPONSE_HOSTS": "127.0.0.1",
         }
+        signing_secret = secrets.token_hex(16)
         with environment(env):
             runtime.reset()
             iam = boto3.client("iam")
@@ -150,6 +156,9 @@ def run_demo() -> int:
                 sts=boto3.client("sts"),
                 table=env["GUARDRAIL_TABLE"],
                 policy_name=env["GUARDRAIL_QUARANTINE_POLICY_NAME"],
+            )
+            boto3.client("secretsmanager").create_secret(
+                Name=env["GUARDRAIL_SLACK_SECRET_ID"], SecretString=json.dumps({"signing_secret": signing_secret})
             )
             print(f"moto server {moto.url}; bootstrap: {summary['table']}; {summary['policy']}")
             print(f"allowlist: {DEFAULT_PATH.relative_to(REPO)}\n")
@@ -164,9 +173,75 @@ def run_demo() -> int:
                 title = "EventBridge delivers scene 4's event a second time"
                 result = client.lambda_.invoke("on_iam_event", delivered[3]).payload
                 _print_scene(len(delivered) + 1, title, result, describe_user(iam, "dana-debug"), slack.messages)
+                approvals = [
+                    (
+                        "The security lead clicks [Approve 7 days] on dana-debug's alert",
+                        delivered[3],
+                        "guardrail_approve_7",
+                    ),
+                    (
+                        "The security lead clicks [Keep quarantined] on bob-legacy's alert",
+                        delivered[4],
+                        "guardrail_keep_quarantined",
+                    ),
+                    (
+                        "Someone clicks [Approve 30 days] on dana-debug's alert again",
+                        delivered[3],
+                        "guardrail_approve_30",
+                    ),
+                ]
+                for number, (title, case, action) in enumerate(approvals, len(delivered) + 2):
+                    slack.clear()
+                    status = _click(client, slack.url, case, action, signing_secret)
+                    user = case["detail"]["requestParameters"]["userName"]
+                    updates = [r["json"] for r in slack.requests if r["path"].startswith("/response/")]
+                    _print_click(number, title, status, describe_user(iam, user), updates)
             runtime.reset()
     print("Done: moto server stopped, nothing left running.")
     return 0
+
+
+def _click(client: Any, slack_url: str, case: dict[str, Any], action: str, signing_secret: str) -> int:
+    """Sign and post a Slack button click to the real /slack/interactions route."""
+    detail = case["detail"]
+    payload = {
+        "type": "block_actions",
+        "user": {"id": "U0123SECLEAD", "username": "security-lead"},
+        "actions": [
+            {
+                "action_id": action,
+                "block_id": DECISION_BLOCK_ID,
+                "value": json.dumps(
+                    {
+                        "a": detail["recipientAccountId"],
+                        "u": detail["requestParameters"]["userName"],
+                        "e": detail["eventID"],
+                    }
+                ),
+            }
+        ],
+        "response_url": f"{slack_url}/response/TDEMO/1",
+        "message": {"blocks": []},
+    }
+    body = urlencode({"payload": json.dumps(payload)})
+    timestamp = str(int(time.time()))
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": timestamp,
+        "X-Slack-Signature": SignatureVerifier(signing_secret).generate_signature(timestamp=timestamp, body=body) or "",
+    }
+    return int(client.http.post("/slack/interactions", headers=headers, body=body.encode()).status_code)
+
+
+def _print_click(number: int, title: str, status: int, state: list[str], updates: list[dict[str, Any]]) -> None:
+    print(f"── {number}. {title} " + "─" * max(0, 70 - len(title)))
+    print(f"POST /slack/interactions (signed): HTTP {status}")
+    for line in state:
+        print(f"iam:      {line}")
+    for update in updates:
+        kind = "ephemeral reply to the clicker" if update.get("response_type") == "ephemeral" else "message replaced"
+        print(f"slack:    {kind}: {update.get('text', '')}")
+    print()
 
 
 def _print_scene(number: int, title: str, result: dict[str, Any], state: list[str], messages: list[Any]) -> None:

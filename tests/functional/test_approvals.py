@@ -233,7 +233,7 @@ def test_sweep_resends_unsent_alerts(slack_app: Aws) -> None:
 
 
 def test_rest_grant_list_revoke(aws: Aws) -> None:
-    value, key, own_off = quarantined_case(aws)
+    _, key, own_off = quarantined_case(aws)
     body = {"account": ACCOUNT, "user": "bob", "days": 3, "reason": "vendor migration", "ticket": "SEC-9"}
     status, granted = api("POST", "/exceptions", body=body)
     assert status == 201, granted

@@ -23,4 +23,9 @@ def test_demo_runs_the_whole_flow_and_exits_cleanly() -> None:
     assert "&lt;!channel&gt; curl/8.4.0" in out  # the injected mention is shown escaped
     assert "decision: ignore (info) CreateUser failed with AccessDenied" in out
     assert "duplicate delivery: nothing done, no second alert" in out
+    assert "POST /slack/interactions (signed): HTTP 200" in out
+    assert "message replaced: :white_check_mark: Approved by <@U0123SECLEAD> until" in out
+    assert "guardrail:status=exception" in out
+    assert "message replaced: :lock: Kept quarantined by <@U0123SECLEAD>" in out
+    assert "ephemeral reply to the clicker: :no_entry: already decided" in out
     assert "Done: moto server stopped" in out
