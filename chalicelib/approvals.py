@@ -23,7 +23,7 @@ from chalicelib.constants import (
     TAG_REASON,
     TAG_STATUS,
 )
-from chalicelib.iam import DONE, GONE, ActionResult, IamActions
+from chalicelib.iam import DONE, GONE, ActionResult, IamActions, sanitise_tag_value
 from chalicelib.store import (
     EVENT_SK,
     EXCEPTION_PK,
@@ -163,6 +163,7 @@ class Approvals:
             raise ForbiddenError("self-approval: the approver created this user or credential", "approver")
         now = self._clock()
         expires = now + timedelta(days=days)
+        tags = exception_tags(request.approver, expires)
         item = {
             "pk": EXCEPTION_PK,
             "sk": user_sk(account, user),
@@ -192,7 +193,7 @@ class Approvals:
                     "Update": self.store.user_update(
                         account,
                         user,
-                        {"status": STATUS_EXCEPTION, "exception_expires": iso(expires)},
+                        {"status": STATUS_EXCEPTION, "exception_expires": iso(expires), "tags": dict(tags)},
                         remove=("deactivated_keys",),
                     )
                 },
@@ -200,7 +201,7 @@ class Approvals:
         )
         if not written:
             raise ConflictError(f"{user} already holds an exception")
-        results = self._release(iam, account, user, keys, approver=request.approver, expires=expires)
+        results = self._release(iam, user, account, keys, tags)
         self._raise_on_failure(results, account, user, "release")
         return _public(item) | {"results": [r.describe() for r in results]}
 
@@ -210,21 +211,13 @@ class Approvals:
         case = self.store.get(event_pk(event_id), EVENT_SK) if event_id else None
         return str((case or {}).get("actor_arn", ""))
 
+    @staticmethod
     def _release(
-        self, iam: IamActions, account: str, user: str, keys: Iterable[str], *, approver: str, expires: datetime
+        iam: IamActions, user: str, account: str, keys: Iterable[str], tags: tuple[tuple[str, str], ...]
     ) -> list[ActionResult]:
         results = [iam.detach_quarantine(user, account)]
         results += [iam.set_key_status(user, key, "Active") for key in keys]
-        results.append(
-            iam.tag_user(
-                user,
-                [
-                    (TAG_STATUS, STATUS_EXCEPTION),
-                    (TAG_EXCEPTION_EXPIRES, expires.strftime("%Y-%m-%dT%H:%M:%SZ")),
-                    (TAG_APPROVED_BY, approver),
-                ],
-            )
-        )
+        results.append(iam.tag_user(user, tags))
         return results
 
     # -- keep quarantined, revoke, expire ----------------------------------------------------
@@ -263,6 +256,7 @@ class Approvals:
 
     def _end(self, item: dict[str, Any], state: str, *, by: str, why: str) -> dict[str, Any]:
         account, user = item["account"], item["user"]
+        tags = ((TAG_STATUS, STATUS_QUARANTINED), (TAG_REASON, sanitise_tag_value(why)))
         keys = tuple(item.get("reactivated_keys", ()))
         written = self.store.transact(
             [
@@ -275,7 +269,7 @@ class Approvals:
                 self.store.audit_op(_audit(state, item, by=by, why=why)),
                 {
                     "Update": self.store.user_update(
-                        account, user, {"status": STATUS_QUARANTINED, "reason": why}, add_keys=keys
+                        account, user, {"status": STATUS_QUARANTINED, "reason": why, "tags": dict(tags)}, add_keys=keys
                     )
                 },
             ]
@@ -286,7 +280,7 @@ class Approvals:
         results = [iam.set_key_status(user, key, "Inactive") for key in keys]
         results.append(iam.attach_quarantine(user, account))
         if results[-1].status != GONE:
-            results.append(iam.tag_user(user, [(TAG_STATUS, STATUS_QUARANTINED), (TAG_REASON, why)]))
+            results.append(iam.tag_user(user, tags))
         self._raise_on_failure(results, account, user, "quarantine")
         return _public(item) | {"state": state, "results": [r.describe() for r in results]}
 
@@ -297,6 +291,14 @@ class Approvals:
                 {"kind": f"{what}_failed", "account": account, "user": user, "results": [r.describe() for r in failed]}
             )
             raise ReleaseFailedError(f"{what} of {user} incomplete: " + "; ".join(r.describe() for r in failed))
+
+
+def exception_tags(approver: str, expires: datetime) -> tuple[tuple[str, str], ...]:
+    return (
+        (TAG_STATUS, STATUS_EXCEPTION),
+        (TAG_EXCEPTION_EXPIRES, expires.strftime("%Y-%m-%dT%H:%M:%SZ")),
+        (TAG_APPROVED_BY, sanitise_tag_value(approver)),
+    )
 
 
 def _audit(kind: str, item: dict[str, Any], *, by: str, why: str) -> dict[str, Any]:

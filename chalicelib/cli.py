@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from chalicelib.allowlist import AllowlistError, load_allowlist
 
@@ -67,6 +69,45 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from chalicelib.runtime import Runtime
+    from chalicelib.settings import Settings
+    from chalicelib.sweep import SweepReport
+
+    try:
+        runtime = Runtime(Settings.from_env())
+        report = SweepReport()
+        runtime.reconciler(dry_run=args.dry_run).run(report)
+    except Exception as exc:  # cannot run: credentials, table, allowlist, IAM
+        print(f"sweep could not run: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        print_table(report)
+    return 1 if args.fail_on_findings and report.findings else 0
+
+
+def print_table(report: Any) -> None:
+    rows = [("USER", "STATUS", "FINDING", "SEVERITY", "ACTION", "DETAIL")]
+    for row in report.rows:
+        action = f"{row.action}: {row.result}" if row.action else ""
+        rows.append(
+            (
+                f"{row.account}/{row.user}",
+                row.status,
+                row.finding or "-",
+                row.severity or "-",
+                action or "-",
+                row.detail + (f" (owner {row.owner})" if row.owner else ""),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:5])) + "  " + r[5])
+    print(f"\n{report.users} user(s), {len(report.findings)} finding(s)")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from chalicelib.demo import run_demo
 
@@ -87,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--since", help="ISO date or time, e.g. 2026-11-01")
     audit.add_argument("--table", help="table name (default: $GUARDRAIL_TABLE)")
     audit.set_defaults(func=cmd_audit)
+    sweep = sub.add_parser("sweep", help="reconcile every IAM user with the allowlist (table or JSON)")
+    sweep.add_argument("--dry-run", action="store_true", help="report only: change nothing")
+    sweep.add_argument("--json", action="store_true", help="print one JSON object")
+    sweep.add_argument("--fail-on-findings", action="store_true", help="exit 1 when there are findings (CI)")
+    sweep.set_defaults(func=cmd_sweep)
     demo = sub.add_parser("demo", help="run the whole flow against a local moto server")
     demo.set_defaults(func=cmd_demo)
     return parser

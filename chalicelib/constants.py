@@ -12,10 +12,17 @@ CREATE_USER: Final = "CreateUser"
 CREATE_ACCESS_KEY: Final = "CreateAccessKey"
 CREATE_LOGIN_PROFILE: Final = "CreateLoginProfile"
 
+DETACH_USER_POLICY: Final = "DetachUserPolicy"
+UPDATE_ACCESS_KEY: Final = "UpdateAccessKey"
+TAG_USER_EVENT: Final = "TagUser"
+UNTAG_USER_EVENT: Final = "UntagUser"
+
 #: The events that create an IAM user or one of its credentials.
 CREATION_EVENTS: Final = frozenset({CREATE_USER, CREATE_ACCESS_KEY, CREATE_LOGIN_PROFILE})
+#: The events that can undo the guardrail's work (reverted unless made by the guardrail itself).
+TAMPER_EVENTS: Final = frozenset({DETACH_USER_POLICY, UPDATE_ACCESS_KEY, TAG_USER_EVENT, UNTAG_USER_EVENT})
 #: Everything the EventBridge rule subscribes to.
-SUBSCRIBED_EVENTS: Final = CREATION_EVENTS
+SUBSCRIBED_EVENTS: Final = CREATION_EVENTS | TAMPER_EVENTS
 
 # Decisions (the verdict of the policy engine).
 APPROVE: Final = "approve"

@@ -21,7 +21,11 @@ from chalicelib.constants import (
     CREATE_LOGIN_PROFILE,
     CREATE_USER,
     IAM_EVENT_SOURCE,
+    UPDATE_ACCESS_KEY,
 )
+
+#: Calls that act on the caller itself when they name no userName.
+_SELF_DEFAULT = frozenset({CREATE_ACCESS_KEY, CREATE_LOGIN_PROFILE, UPDATE_ACCESS_KEY})
 
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
 _PANTHER_TIME_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:?\d{2})?$")
@@ -96,6 +100,14 @@ class IamEvent:
         return "aws"
 
     @property
+    def request_tag_keys(self) -> tuple[str, ...]:
+        """Tag keys the call set (TagUser, CreateUser) or removed (UntagUser)."""
+        keys = self.request_parameters.get("tagKeys")
+        if isinstance(keys, list):
+            return tuple(k for k in keys if isinstance(k, str))
+        return tuple(key for key, _ in self.request_tags)
+
+    @property
     def account_is_valid(self) -> bool:
         return bool(_ACCOUNT_RE.match(self.account))
 
@@ -153,7 +165,7 @@ def parse_record(record: Mapping[str, Any], *, envelope_account: str = "") -> Ia
         target_user_name=user_name,
         target_user_arn=user_arn,
         target_user_path=user_path,
-        access_key_id=_access_key_id(name, response),
+        access_key_id=_access_key_id(name, request, response),
         request_tags=_request_tags(request),
         request_parameters=request,
         response_elements=response,
@@ -201,13 +213,15 @@ def _target_user(
     if nested:
         user_name = _opt_str(_opt_mapping(response, nested, "responseElements"), "userName", nested)
     user_name = user_name or _opt_str(request, "userName", "requestParameters")
-    if not user_name and nested and actor.type == "IAMUser":
+    if not user_name and name in _SELF_DEFAULT and actor.type == "IAMUser":
         # Without a userName the API acts on the caller itself.
         return actor.user_name, actor.arn, ""
     return user_name, "", ""
 
 
-def _access_key_id(name: str, response: Mapping[str, Any]) -> str:
+def _access_key_id(name: str, request: Mapping[str, Any], response: Mapping[str, Any]) -> str:
+    if name == UPDATE_ACCESS_KEY:
+        return _opt_str(request, "accessKeyId", "requestParameters")
     if name != CREATE_ACCESS_KEY:
         return ""
     key = _opt_mapping(response, "accessKey", "responseElements")

@@ -20,7 +20,7 @@ from typing import Any
 from chalicelib.allowlist import Allowlist, GlobSet
 from chalicelib.constants import ENFORCE, STATUS_APPROVED, STATUS_EXCEPTION, STATUS_QUARANTINED, TAG_STATUS
 from chalicelib.events import IamEvent, MalformedEventError, parse_event
-from chalicelib.iam import DONE, FAILED, GONE, ActionResult, IamActions
+from chalicelib.iam import DONE, FAILED, GONE, ActionResult, IamActions, sanitise_tag_value
 from chalicelib.notify import AlertDeliveryError, Notifier
 from chalicelib.policy import (
     ATTACH_QUARANTINE,
@@ -179,6 +179,8 @@ class Guardrail:
             exception=state.exception,
             facts=facts,
             mode=self.mode,
+            record=state.user_record,
+            quarantine_policy=self.iam.policy_name,
         )
 
     def _act(self, event: IamEvent, decision: Decision) -> list[ActionResult]:
@@ -216,6 +218,7 @@ class Guardrail:
             status = dict(decision.tags).get(TAG_STATUS, "")
             if status in (STATUS_APPROVED, STATUS_QUARANTINED, STATUS_EXCEPTION):
                 update.update(status=status, reason=decision.reason[:1000], integration=decision.integration)
+                update["tags"] = {key: sanitise_tag_value(value) for key, value in decision.tags}
         audit = {
             "kind": "decision",
             "event_id": event.event_id,

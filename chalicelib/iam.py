@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -62,10 +63,10 @@ class IamActions:
 
     def __init__(self, client: Any, *, policy_name: str) -> None:
         self._iam = client
-        self._policy_name = policy_name
+        self.policy_name = policy_name
 
     def quarantine_policy_arn(self, account: str, partition: str = "aws") -> str:
-        return f"arn:{partition}:iam::{account}:policy/{self._policy_name}"
+        return f"arn:{partition}:iam::{account}:policy/{self.policy_name}"
 
     def attach_quarantine(self, user: str, account: str, partition: str = "aws") -> ActionResult:
         arn = self.quarantine_policy_arn(account, partition)
@@ -148,6 +149,30 @@ class IamActions:
                 return None
             log.warning("could not read IAM facts for %s: %s", user, error_code(exc))
         return UserFacts(path=found_path, active_key_ids=key_ids)
+
+    def active_keys(self, user: str) -> list[str]:
+        """Active key ids of `user`, oldest first."""
+        pages = self._iam.get_paginator("list_access_keys").paginate(UserName=user)
+        metas = [m for page in pages for m in page.get("AccessKeyMetadata", []) if m.get("Status") == "Active"]
+        return [m["AccessKeyId"] for m in sorted(metas, key=lambda m: m["CreateDate"])]
+
+    def user_details(self) -> Iterator[dict[str, Any]]:
+        """Every IAM user with tags and attached policies: GetAccountAuthorizationDetails, 1,000 a page."""
+        pages = self._iam.get_paginator("get_account_authorization_details").paginate(
+            Filter=["User"], PaginationConfig={"PageSize": 1000}
+        )
+        for page in pages:
+            yield from page.get("UserDetailList", [])
+
+    def credential_report(self, *, attempts: int = 20, wait: Callable[[float], None] = time.sleep) -> bytes:
+        """The account's credential report (generated at most every 4 hours by IAM)."""
+        for attempt in range(attempts):
+            if self._iam.generate_credential_report().get("State") == "COMPLETE":
+                break
+            wait(min(2.0, 0.2 * (attempt + 1)))
+        else:
+            raise RuntimeError("the credential report was not ready in time")
+        return bytes(self._iam.get_credential_report()["Content"])
 
     def _call(self, action: str, user: str, method: Any, **kwargs: Any) -> ActionResult:
         try:

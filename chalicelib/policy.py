@@ -6,9 +6,10 @@ written for the security engineer who reads the alert.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import Final
+from datetime import date, datetime
+from typing import Any, Final
 
 from chalicelib.allowlist import Allowlist, GlobSet, Integration
 from chalicelib.constants import (
@@ -19,6 +20,8 @@ from chalicelib.constants import (
     CREATE_USER,
     CREATION_EVENTS,
     CRITICAL,
+    DEFAULT_QUARANTINE_POLICY_NAME,
+    DETACH_USER_POLICY,
     HIGH,
     IGNORE,
     INFO,
@@ -39,6 +42,8 @@ from chalicelib.constants import (
     TAG_STATUS,
     TAG_TICKET,
     TAG_USED_FROM,
+    TAMPER_EVENTS,
+    UPDATE_ACCESS_KEY,
 )
 from chalicelib.events import IamEvent
 
@@ -104,7 +109,7 @@ class Decision:
 
 
 @dataclass(frozen=True, slots=True)
-class _Match:
+class Match:
     integration: Integration | None
     creator_ok: bool
     why_not: str
@@ -131,9 +136,18 @@ def decide(
     exception: ActiveException | None = None,
     facts: UserFacts | None = None,
     mode: str | None = None,
+    record: Mapping[str, Any] | None = None,
+    quarantine_policy: str = DEFAULT_QUARANTINE_POLICY_NAME,
 ) -> Decision:
-    """Decide what to do about one IAM event. `mode` overrides the allowlist's mode."""
-    decision = _decide(event, allowlist, own_roles, exception, facts or UserFacts())
+    """Decide what to do about one IAM event. `mode` overrides the allowlist's mode.
+
+    `record` is the guardrail's own record of the target user (status, the keys it deactivated,
+    the tags it set): tamper events are judged against it.
+    """
+    if event.event_name in TAMPER_EVENTS:
+        decision = _tamper(event, own_roles, exception, record or {}, quarantine_policy)
+    else:
+        decision = _decide(event, allowlist, own_roles, exception, facts or UserFacts())
     mode = mode or allowlist.mode
     return decision if mode == decision.mode else replace(decision, mode=mode)
 
@@ -176,7 +190,63 @@ def _decide(
     return _create_login_profile(event, allowlist, match, active)
 
 
-def _create_user(event: IamEvent, match: _Match, active: ActiveException | None) -> Decision:
+def _tamper(
+    event: IamEvent,
+    own_roles: GlobSet,
+    exception: ActiveException | None,
+    record: Mapping[str, Any],
+    quarantine_policy: str,
+) -> Decision:
+    """DESIGN.md's last row: revert what undoes the guardrail's work, and alert as critical."""
+    name, user = event.event_name, event.target_user_name
+    if event.error_code:
+        return Decision(IGNORE, f"{name} failed with {event.error_code}; nothing changed")
+    if own_roles.matches(event.actor.principal_arn):
+        return Decision(IGNORE, f"{name} was made by the guardrail's own role")
+    if not user or not event.account_is_valid:
+        return Decision(IGNORE, f"{name} names no user in a valid account")
+    if exception is not None and exception.is_active(event.event_time):
+        return Decision(IGNORE, f"{name} on {user} during its exception (until {exception.expires_at:%Y-%m-%d})")
+    by = event.actor.principal_arn or event.actor.display
+    if name == DETACH_USER_POLICY:
+        policy_arn = str(event.request_parameters.get("policyArn", ""))
+        if not policy_arn.endswith(f":policy/{quarantine_policy}"):
+            return Decision(IGNORE, f"DetachUserPolicy of {policy_arn or 'a policy'}, not the quarantine policy")
+        return _reverted(
+            f"the quarantine policy was detached from {user} by {by}: attached again", (ATTACH_QUARANTINE,)
+        )
+    if name == UPDATE_ACCESS_KEY:
+        status = event.request_parameters.get("status")
+        if status != "Active" or event.access_key_id not in record.get("deactivated_keys", ()):
+            return Decision(IGNORE, f"UpdateAccessKey to {status} of a key the guardrail did not deactivate")
+        return _reverted(
+            f"{event.access_key_id}, deactivated by the guardrail, was reactivated by {by}: deactivated again",
+            (DEACTIVATE_KEY,),
+        )
+    touched = tuple(k for k in event.request_tag_keys if k.lower().startswith(TAG_PREFIX))
+    if not touched:
+        return Decision(IGNORE, f"{name} touched no guardrail: tag")
+    ours: Mapping[str, str] = record.get("tags") or {}
+    restore = tuple((k, ours[k]) for k in touched if k in ours)
+    remove = tuple(k for k in touched if k not in ours)
+    steps = (*((UNTAG_USER,) if remove else ()), *((TAG_USER,) if restore else ()))
+    return _reverted(
+        f"{by} changed the guardrail's tags on {user} ({', '.join(touched)}): restored",
+        steps,
+        tags=restore,
+        untag=remove,
+    )
+
+
+def _reverted(
+    reason: str, steps: tuple[str, ...], *, tags: tuple[tuple[str, str], ...] = (), untag: tuple[str, ...] = ()
+) -> Decision:
+    return Decision(
+        ALERT, f"tamper: {reason}", severity=CRITICAL, steps=steps, tags=tags, untag_keys=untag, notify=True
+    )
+
+
+def _create_user(event: IamEvent, match: Match, active: ActiveException | None) -> Decision:
     untag, note = _creator_guardrail_tags(event)
     user = event.target_user_name
     if match.integration and match.creator_ok:
@@ -207,7 +277,7 @@ def _create_user(event: IamEvent, match: _Match, active: ActiveException | None)
 def _create_access_key(
     event: IamEvent,
     allowlist: Allowlist,
-    match: _Match,
+    match: Match,
     active: ActiveException | None,
     facts: UserFacts,
 ) -> Decision:
@@ -276,7 +346,7 @@ def _create_access_key(
 def _create_login_profile(
     event: IamEvent,
     allowlist: Allowlist,
-    match: _Match,
+    match: Match,
     active: ActiveException | None,
 ) -> Decision:
     user = event.target_user_name
@@ -351,35 +421,57 @@ def _exception_decision(
     )
 
 
-def _match(event: IamEvent, allowlist: Allowlist, facts: UserFacts) -> _Match:
-    user = event.target_user_name
-    candidates = allowlist.candidates(user)
-    if not candidates:
-        return _Match(None, False, f"no integration in the allowlist matches user name '{user}'")
+def _match(event: IamEvent, allowlist: Allowlist, facts: UserFacts) -> Match:
     path = event.target_user_path or facts.path
     if path is None and event.event_name == CREATE_USER:
         path = "/"
+    return match_user(
+        allowlist,
+        user=event.target_user_name,
+        account=event.account,
+        path=path,
+        day=event.event_time.date(),
+        creator=event.actor.principal_arn,
+        creator_display=event.actor.display,
+    )
+
+
+def match_user(
+    allowlist: Allowlist,
+    *,
+    user: str,
+    account: str,
+    path: str | None,
+    day: date,
+    creator: str | None = None,
+    creator_display: str = "",
+) -> Match:
+    """The integration approving `user` on `day`, or why none does.
+
+    `creator=None` skips the created_by check (the sweep sees users, not the calls that made them).
+    """
+    candidates = allowlist.candidates(user)
+    if not candidates:
+        return Match(None, False, f"no integration in the allowlist matches user name '{user}'")
     reasons = []
     creator_miss: Integration | None = None
     for integration in candidates:
         label = f"user name '{user}' matches integration '{integration.name}'"
-        if integration.accounts and event.account not in integration.accounts:
-            reasons.append(f"{label}, which is not approved in account {event.account}")
+        if integration.accounts and account not in integration.accounts:
+            reasons.append(f"{label}, which is not approved in account {account}")
             continue
         if integration.path and path != integration.path:
             shown = f"path {path}" if path else "an unknown path"
             reasons.append(f"{label}, which requires path {integration.path} (user has {shown})")
             continue
-        if integration.is_expired(event.event_time.date()):
+        if integration.is_expired(day):
             reasons.append(f"{label}, which expired on {integration.expires}")
             continue
-        if integration.creator_allowed(event.actor.principal_arn):
-            return _Match(integration, True, "")
-        reasons.append(
-            f"{label}, but the caller {event.actor.principal_arn or event.actor.display} is not in its created_by"
-        )
+        if creator is None or integration.creator_allowed(creator):
+            return Match(integration, True, "")
+        reasons.append(f"{label}, but the caller {creator or creator_display} is not in its created_by")
         creator_miss = creator_miss or integration
-    return _Match(creator_miss, False, "; ".join(reasons))
+    return Match(creator_miss, False, "; ".join(reasons))
 
 
 def integration_tags(integration: Integration, event_id: str) -> tuple[tuple[str, str], ...]:

@@ -27,7 +27,7 @@ from chalicelib.rest import RestApi
 from chalicelib.settings import Settings
 from chalicelib.slack_interactions import SlackInteractions, response_url_allowed
 from chalicelib.store import Store
-from chalicelib.sweep import SweepReport, run_sweep
+from chalicelib.sweep import Reconciler, SweepReport, run_sweep
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,14 @@ class Runtime:
             email_of=self.slack_email,
         )
 
+    def reconciler(self, *, dry_run: bool = False) -> Reconciler:
+        mode = self.settings.mode or self.allowlist.mode
+        return Reconciler(iam=self.iam, store=self.store, allowlist=self.allowlist, mode=mode, dry_run=dry_run)
+
     def run_sweep(self) -> SweepReport:
-        return run_sweep(approvals=self.approvals, store=self.store, notifier=self.notifier)
+        return run_sweep(
+            approvals=self.approvals, store=self.store, notifier=self.notifier, reconciler=self.reconciler()
+        )
 
     def respond_to_slack(self, url: str, message: Mapping[str, Any]) -> None:
         """Post to an interaction's response_url (Slack's own hosts only)."""

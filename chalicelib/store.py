@@ -206,13 +206,16 @@ class Store:
             raise StoreUnavailableError(f"cannot write table {self.table}: {error_code(exc)}") from exc
         return True
 
-    def put(self, item: Mapping[str, Any], *, condition: str = "", values: Mapping[str, Any] | None = None) -> bool:
+    def put(
+        self,
+        item: Mapping[str, Any],
+        *,
+        condition: str = "",
+        values: Mapping[str, Any] | None = None,
+        names: Mapping[str, str] | None = None,
+    ) -> bool:
         """Put one item; False when `condition` failed."""
-        kwargs: dict[str, Any] = {"TableName": self.table, "Item": _encode(item)}
-        if condition:
-            kwargs["ConditionExpression"] = condition
-        if values:
-            kwargs["ExpressionAttributeValues"] = _encode(values, prefix=":")
+        kwargs = self.put_op(item, condition=condition, values=values, names=names)["Put"]
         try:
             self._ddb.put_item(**kwargs)
         except ClientError as exc:

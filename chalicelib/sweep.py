@@ -1,35 +1,203 @@
-"""The scheduled sweep: expire exceptions (quarantine again, tell Slack) and resend unsent alerts."""
+"""The scheduled sweep: nothing slips through a missed event.
+
+Each run (hourly): expire exceptions, reconcile every IAM user of the account with the allowlist,
+the exceptions and the guardrail's records (acting as if the missed events had been seen), resend
+alerts left in the outbox, and once a day post a digest of the findings.
+
+AWS reads are bulk: GetAccountAuthorizationDetails (1,000 users a page), one credential report,
+one Query each for the guardrail's user records and exceptions. Writes happen only for what the
+sweep decides to change.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from chalicelib.allowlist import Allowlist
 from chalicelib.approvals import Approvals
+from chalicelib.constants import ENFORCE, STATUS_APPROVED, STATUS_QUARANTINED, TAG_REASON, TAG_STATUS
+from chalicelib.iam import DONE, GONE, ActionResult, IamActions
 from chalicelib.notify import AlertDeliveryError, Notifier
+from chalicelib.reconcile import (
+    DEACTIVATE_EXTRA_KEYS,
+    DELETE_LOGIN_PROFILE,
+    QUARANTINE_USER,
+    TAG,
+    Finding,
+    account_users,
+    parse_credential_report,
+    reconcile,
+)
 from chalicelib.slack_message import safe
-from chalicelib.store import OUTBOX_PK, Store, StoreUnavailableError
+from chalicelib.store import (
+    EXCEPTION_PK,
+    OUTBOX_PK,
+    USER_PK,
+    Store,
+    StoreUnavailableError,
+    exception_from_item,
+    is_active_exception,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
+META_PK = "META"
+DIGEST_SK = "DIGEST"
+
+
+@dataclass
+class Row:
+    account: str
+    user: str
+    status: str
+    finding: str = ""
+    severity: str = ""
+    detail: str = ""
+    owner: str = ""
+    action: str = ""
+    result: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return dict(self.__dict__)
 
 
 @dataclass
 class SweepReport:
+    users: int = 0
+    rows: list[Row] = field(default_factory=list)
     expired: list[dict[str, Any]] = field(default_factory=list)
     resent: int = 0
     still_unsent: int = 0
+    digest_sent: bool = False
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def findings(self) -> list[Row]:
+        return [r for r in self.rows if r.finding]
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "users": self.users,
+            "findings": [r.to_dict() for r in self.findings],
+            "statuses": dict(Counter({(r.account, r.user): r.status for r in self.rows}.values())),
             "expired": [f"{e['account']}/{e['user']}: {e.get('state')}" for e in self.expired],
             "resent": self.resent,
             "still_unsent": self.still_unsent,
+            "digest_sent": self.digest_sent,
             "errors": self.errors,
         }
+
+
+class Reconciler:
+    """Reconcile one account's IAM users; act on findings in enforce mode unless dry-run."""
+
+    def __init__(
+        self,
+        *,
+        iam: IamActions,
+        store: Store,
+        allowlist: Allowlist,
+        mode: str,
+        dry_run: bool = False,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.iam = iam
+        self.store = store
+        self.allowlist = allowlist
+        self.act = mode == ENFORCE and not dry_run
+        self._clock = clock
+
+    def run(self, report: SweepReport) -> None:
+        now = self._clock()
+        users = account_users(self.iam.user_details(), parse_credential_report(self.iam.credential_report()))
+        records = {item["sk"]: item for item in self.store.query(USER_PK)}
+        exceptions = {
+            item["sk"]: exception_from_item(item)
+            for item in self.store.query(EXCEPTION_PK)
+            if is_active_exception(item)
+        }
+        report.users += len(users)
+        for user in users:
+            key = f"{user.account}#{user.name}"
+            verdict = reconcile(
+                user,
+                allowlist=self.allowlist,
+                policy_arn=self.iam.quarantine_policy_arn(user.account),
+                now=now,
+                exception=exceptions.get(key),
+                record=records.get(key),
+            )
+            if not verdict.findings:
+                report.rows.append(Row(user.account, user.name, verdict.status))
+            quarantined = False
+            for finding in verdict.findings:
+                row = Row(
+                    user.account,
+                    user.name,
+                    verdict.status,
+                    finding.kind,
+                    finding.severity,
+                    finding.detail,
+                    finding.owner,
+                    finding.action,
+                )
+                if finding.action and self.act and not (quarantined and finding.action == QUARANTINE_USER):
+                    row.result = self._apply(user.account, finding)
+                    quarantined = quarantined or finding.action == QUARANTINE_USER
+                elif finding.action:
+                    row.result = "not done (dry run or monitor mode)"
+                report.rows.append(row)
+
+    def _apply(self, account: str, finding: Finding) -> str:
+        user = finding.user
+        deactivated: list[str] = []
+        update: dict[str, Any] = {}
+        if finding.action == QUARANTINE_USER:
+            results: list[ActionResult] = []
+            for key in self.iam.active_keys(user):
+                results.append(self.iam.set_key_status(user, key, "Inactive"))
+                deactivated.append(key)
+            results.append(self.iam.attach_quarantine(user, account))
+            tags = [(TAG_STATUS, STATUS_QUARANTINED), (TAG_REASON, f"sweep: {finding.detail}")]
+            results.append(self.iam.tag_user(user, tags))
+            update = {"status": STATUS_QUARANTINED, "reason": finding.detail, "tags": dict(tags)}
+        elif finding.action == TAG:
+            results = [self.iam.tag_user(user, finding.tags)]
+            update = {"status": STATUS_APPROVED, "tags": dict(finding.tags)}
+        elif finding.action == DEACTIVATE_EXTRA_KEYS:
+            extra = self.iam.active_keys(user)[finding.keep_keys :]
+            results = [self.iam.set_key_status(user, key, "Inactive") for key in extra]
+            deactivated = extra
+        elif finding.action == DELETE_LOGIN_PROFILE:
+            results = [self.iam.delete_login_profile(user)]
+        else:  # pragma: no cover - reconcile defines every action
+            raise ValueError(finding.action)
+        done = [r for r in results if r.status in (DONE, GONE)]
+        deactivated = [k for k, r in zip(deactivated, results, strict=False) if r.status == DONE]
+        audit = {
+            "kind": f"sweep_{finding.action}",
+            "account": account,
+            "user": user,
+            "by": "sweep",
+            "reason": finding.detail,
+            "results": [r.describe() for r in results],
+        }
+        try:
+            self.store.transact(
+                [
+                    self.store.audit_op(audit),
+                    {"Update": self.store.user_update(account, user, update, add_keys=tuple(deactivated))},
+                ]
+            )
+        except StoreUnavailableError as exc:
+            log.error("sweep could not record %s for %s: %s", finding.action, user, exc)
+        return "done" if len(done) == len(results) else "; ".join(r.describe() for r in results if r not in done)
 
 
 def expiry_notice(item: Mapping[str, Any]) -> dict[str, Any]:
@@ -48,15 +216,86 @@ def expiry_notice(item: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_sweep(*, approvals: Approvals, store: Store, notifier: Notifier) -> SweepReport:
+def findings_message(rows: list[Row], title: str, limit: int = 40) -> dict[str, Any]:
+    """A Slack summary of sweep findings: counts, then one line per finding (owner to contact)."""
+    counts = Counter(r.finding for r in rows)
+    summary = ", ".join(f"{n} {kind}" for kind, n in counts.most_common())
+    lines = [
+        f"• `{safe(r.user, 64)}` ({safe(r.account, 12)}) *{r.finding}*: {safe(r.detail, 200)}"
+        + (f" → {safe(r.result or r.action, 120)}" if r.action else "")
+        + (f" — owner {safe(r.owner, 80)}" if r.owner else "")
+        for r in rows[:limit]
+    ]
+    if len(rows) > limit:
+        lines.append(f"… and {len(rows) - limit} more (`python -m chalicelib.cli sweep --dry-run`)")
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": summary[:3000] or "no findings"}},
+    ]
+    chunk: list[str] = []
+    for line in lines:
+        if sum(len(x) + 1 for x in chunk) + len(line) > 2900:
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(chunk)}})
+            chunk = []
+        chunk.append(line)
+    if chunk:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(chunk)}})
+    return {"text": f"{title}: {summary or 'no findings'}"[:3000], "blocks": blocks[:50]}
+
+
+def run_sweep(
+    *,
+    approvals: Approvals,
+    store: Store,
+    notifier: Notifier,
+    reconciler: Reconciler | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> SweepReport:
     report = SweepReport()
     report.expired = approvals.expire_due()
     for item in report.expired:
-        message = expiry_notice(item)
+        _deliver(store, notifier, f"expiry-{item['account']}-{item['user']}", expiry_notice(item))
+    if reconciler is not None:
         try:
-            notifier.send(message)
-        except AlertDeliveryError as exc:
-            store.save_unsent_alert(f"expiry-{item['account']}-{item['user']}", message, str(exc))
+            reconciler.run(report)
+        except Exception as exc:  # the outbox and digest still run; the error is reported
+            log.exception("reconciliation failed")
+            report.errors.append(f"reconciliation failed: {type(exc).__name__}: {exc}")
+        acted = [r for r in report.findings if r.result == "done"]
+        if acted:
+            message = findings_message(acted, "Sweep: the guardrail acted on missed changes")
+            _deliver(store, notifier, f"sweep-{clock():%Y%m%dT%H%M}", message)
+        report.digest_sent = _daily_digest(store, notifier, report, clock())
+    _resend_outbox(store, notifier, report)
+    log.info(json.dumps({"msg": "sweep done", **report.to_dict()}, default=str))
+    return report
+
+
+def _daily_digest(store: Store, notifier: Notifier, report: SweepReport, now: datetime) -> bool:
+    """Post the findings once per UTC day (a conditional write keeps it to one)."""
+    today = now.strftime("%Y-%m-%d")
+    if not report.findings:
+        return False
+    claimed = store.put(
+        {"pk": META_PK, "sk": DIGEST_SK, "day": today},
+        condition="attribute_not_exists(pk) OR #day <> :day",
+        values={"day": today},
+        names={"#day": "day"},
+    )
+    if not claimed:
+        return False
+    _deliver(store, notifier, f"digest-{today}", findings_message(report.findings, f"Daily IAM user digest {today}"))
+    return True
+
+
+def _deliver(store: Store, notifier: Notifier, key: str, message: dict[str, Any]) -> None:
+    try:
+        notifier.send(message)
+    except AlertDeliveryError as exc:
+        store.save_unsent_alert(key, message, str(exc))
+
+
+def _resend_outbox(store: Store, notifier: Notifier, report: SweepReport) -> None:
     for queued in list(store.query(OUTBOX_PK)):
         try:
             notifier.send(json.loads(queued["message"]))
@@ -72,5 +311,3 @@ def run_sweep(*, approvals: Approvals, store: Store, notifier: Notifier) -> Swee
         except StoreUnavailableError as exc:  # sent but not deleted: a repeat next hour beats a loss
             report.errors.append(f"{queued['event_id']}: {exc}")
         report.resent += 1
-    log.info(json.dumps({"msg": "sweep done", **report.to_dict()}))
-    return report

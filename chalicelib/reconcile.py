@@ -1,0 +1,240 @@
+"""Reconciliation: compare one IAM user with the allowlist, exceptions and the guardrail's record.
+
+Pure: the sweep reads the account in bulk (GetAccountAuthorizationDetails and the credential
+report), then calls `reconcile` once per user; the result says what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from chalicelib.allowlist import Allowlist
+from chalicelib.constants import (
+    CRITICAL,
+    HIGH,
+    INFO,
+    STATUS_APPROVED,
+    STATUS_EXCEPTION,
+    STATUS_QUARANTINED,
+    TAG_INTEGRATION,
+    TAG_STATUS,
+)
+from chalicelib.policy import ActiveException, integration_tags, match_user
+
+# Actions the sweep may take.
+QUARANTINE_USER: Final = "quarantine"
+TAG: Final = "tag"
+DEACTIVATE_EXTRA_KEYS: Final = "deactivate_extra_keys"
+DELETE_LOGIN_PROFILE: Final = "delete_login_profile"
+NO_ACTION: Final = ""
+
+
+@dataclass(frozen=True, slots=True)
+class KeySlot:
+    slot: int
+    active: bool
+    last_rotated: datetime | None
+    last_used: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountUser:
+    """One IAM user as the bulk reads show it."""
+
+    name: str
+    arn: str
+    path: str = "/"
+    created: datetime | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    policy_arns: frozenset[str] = frozenset()
+    password_enabled: bool = False
+    password_last_changed: datetime | None = None
+    mfa_active: bool = False
+    keys: tuple[KeySlot, ...] = ()
+
+    @property
+    def account(self) -> str:
+        parts = self.arn.split(":")
+        return parts[4] if len(parts) > 5 else ""
+
+    @property
+    def active_keys(self) -> int:
+        return sum(1 for k in self.keys if k.active)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    user: str
+    kind: str
+    severity: str
+    detail: str
+    action: str = NO_ACTION
+    owner: str = ""
+    tags: tuple[tuple[str, str], ...] = ()
+    keep_keys: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class UserVerdict:
+    user: str
+    status: str  # approved | exception | quarantined | unapproved
+    integration: str = ""
+    findings: tuple[Finding, ...] = ()
+
+
+def reconcile(
+    user: AccountUser,
+    *,
+    allowlist: Allowlist,
+    policy_arn: str,
+    now: datetime,
+    exception: ActiveException | None = None,
+    record: Mapping[str, Any] | None = None,
+) -> UserVerdict:
+    record = record or {}
+    quarantined = policy_arn in user.policy_arns
+    findings: list[Finding] = []
+    if exception is not None and exception.is_active(now):
+        return UserVerdict(user.name, STATUS_EXCEPTION, findings=tuple(_hygiene(user, allowlist, now, "")))
+    match = match_user(allowlist, user=user.name, account=user.account, path=user.path, day=now.date())
+    integration = match.integration if match.creator_ok else None
+    if integration is None:
+        if quarantined:
+            return UserVerdict(user.name, STATUS_QUARANTINED)
+        if record.get("status") == STATUS_QUARANTINED:
+            detail = "the quarantine policy was removed outside the guardrail"
+            findings.append(Finding(user.name, "quarantine_removed", CRITICAL, detail, QUARANTINE_USER))
+        else:
+            findings.append(Finding(user.name, "unapproved", HIGH, match.why_not, QUARANTINE_USER))
+        return UserVerdict(user.name, "unapproved", findings=tuple(findings))
+
+    owner = integration.owner
+    wanted = dict(integration_tags(integration, record.get("last_event_id", "") or "sweep"))
+    if user.tags.get(TAG_STATUS) != STATUS_APPROVED or user.tags.get(TAG_INTEGRATION) != integration.name:
+        findings.append(
+            Finding(
+                user.name,
+                "missing_tags",
+                INFO,
+                f"approved by '{integration.name}' but not tagged",
+                TAG,
+                owner,
+                tags=tuple(wanted.items()),
+            )
+        )
+    if user.active_keys > integration.max_access_keys:
+        findings.append(
+            Finding(
+                user.name,
+                "too_many_keys",
+                HIGH,
+                f"{user.active_keys} active keys, max_access_keys {integration.max_access_keys}",
+                DEACTIVATE_EXTRA_KEYS,
+                owner,
+                keep_keys=integration.max_access_keys,
+            )
+        )
+    if user.password_enabled and not integration.console_access:
+        findings.append(
+            Finding(
+                user.name,
+                "console_not_allowed",
+                HIGH,
+                f"'{integration.name}' does not allow console access",
+                DELETE_LOGIN_PROFILE,
+                owner,
+            )
+        )
+    findings += _hygiene(user, allowlist, now, owner)
+    return UserVerdict(user.name, STATUS_APPROVED, integration.name, tuple(findings))
+
+
+def _hygiene(user: AccountUser, allowlist: Allowlist, now: datetime, owner: str) -> list[Finding]:
+    findings = []
+    if user.password_enabled and not user.mfa_active:
+        since = user.password_last_changed or user.created or now
+        grace_end = since + timedelta(days=allowlist.mfa_grace_days)
+        if now >= grace_end:
+            detail = (
+                f"console password without MFA since {since:%Y-%m-%d}, past the {allowlist.mfa_grace_days}-day grace"
+            )
+            findings.append(Finding(user.name, "no_mfa", CRITICAL, detail, QUARANTINE_USER, owner))
+        else:
+            detail = f"console password without MFA; quarantined after {grace_end:%Y-%m-%d} unless MFA is enabled"
+            findings.append(Finding(user.name, "no_mfa", HIGH, detail, NO_ACTION, owner))
+    for key in user.keys:
+        if not key.active:
+            continue
+        if key.last_rotated and now - key.last_rotated > timedelta(days=allowlist.max_key_age_days):
+            age = (now - key.last_rotated).days
+            detail = f"access key {key.slot} is {age} days old (max_key_age_days {allowlist.max_key_age_days})"
+            findings.append(Finding(user.name, "old_key", HIGH, detail, NO_ACTION, owner))
+        last = key.last_used or key.last_rotated
+        if last and now - last > timedelta(days=allowlist.max_unused_days):
+            when = f"last used {key.last_used:%Y-%m-%d}" if key.last_used else "never used"
+            detail = f"access key {key.slot} {when} (max_unused_days {allowlist.max_unused_days})"
+            findings.append(Finding(user.name, "unused_key", INFO, detail, NO_ACTION, owner))
+    return findings
+
+
+# -- reading the bulk sources --------------------------------------------------------------------
+
+
+def parse_credential_report(content: bytes | str) -> dict[str, dict[str, str]]:
+    """Rows of the IAM credential report keyed by user name (the root account row is dropped)."""
+    text = content.decode("utf-8") if isinstance(content, bytes) else content
+    rows = csv.DictReader(io.StringIO(text))
+    return {row["user"]: row for row in rows if row.get("user") and row["user"] != "<root_account>"}
+
+
+def account_users(details: Iterable[Mapping[str, Any]], report: Mapping[str, Mapping[str, str]]) -> list[AccountUser]:
+    """Join GetAccountAuthorizationDetails' users with the credential report."""
+    users = []
+    for detail in details:
+        row = report.get(detail["UserName"], {})
+        users.append(
+            AccountUser(
+                name=detail["UserName"],
+                arn=detail["Arn"],
+                path=detail.get("Path", "/"),
+                created=_aware(detail.get("CreateDate")),
+                tags={t["Key"]: t["Value"] for t in detail.get("Tags", [])},
+                policy_arns=frozenset(p["PolicyArn"] for p in detail.get("AttachedManagedPolicies", [])),
+                password_enabled=row.get("password_enabled") == "true",
+                password_last_changed=_report_time(row.get("password_last_changed")),
+                mfa_active=row.get("mfa_active") == "true",
+                keys=tuple(
+                    KeySlot(
+                        slot=n,
+                        active=row.get(f"access_key_{n}_active") == "true",
+                        last_rotated=_report_time(row.get(f"access_key_{n}_last_rotated")),
+                        last_used=_report_time(row.get(f"access_key_{n}_last_used_date")),
+                    )
+                    for n in (1, 2)
+                    if row.get(f"access_key_{n}_active") in ("true", "false")
+                ),
+            )
+        )
+    return users
+
+
+def _report_time(value: str | None) -> datetime | None:
+    if not value or value in ("N/A", "no_information", "not_supported"):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+    except ValueError:
+        return None
+
+
+def _aware(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, str):
+        return _report_time(value)
+    return None
