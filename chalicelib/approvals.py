@@ -18,12 +18,11 @@ from chalicelib.allowlist import Allowlist
 from chalicelib.constants import (
     STATUS_EXCEPTION,
     STATUS_QUARANTINED,
-    TAG_APPROVED_BY,
-    TAG_EXCEPTION_EXPIRES,
     TAG_REASON,
     TAG_STATUS,
 )
 from chalicelib.iam import DONE, GONE, ActionResult, IamActions, sanitise_tag_value
+from chalicelib.policy import exception_tags
 from chalicelib.store import (
     EVENT_SK,
     EXCEPTION_PK,
@@ -163,7 +162,7 @@ class Approvals:
             raise ForbiddenError("self-approval: the approver created this user or credential", "approver")
         now = self._clock()
         expires = now + timedelta(days=days)
-        tags = exception_tags(request.approver, expires)
+        tags = exception_tags(sanitise_tag_value(request.approver), expires)
         item = {
             "pk": EXCEPTION_PK,
             "sk": user_sk(account, user),
@@ -291,14 +290,6 @@ class Approvals:
                 {"kind": f"{what}_failed", "account": account, "user": user, "results": [r.describe() for r in failed]}
             )
             raise ReleaseFailedError(f"{what} of {user} incomplete: " + "; ".join(r.describe() for r in failed))
-
-
-def exception_tags(approver: str, expires: datetime) -> tuple[tuple[str, str], ...]:
-    return (
-        (TAG_STATUS, STATUS_EXCEPTION),
-        (TAG_EXCEPTION_EXPIRES, expires.strftime("%Y-%m-%dT%H:%M:%SZ")),
-        (TAG_APPROVED_BY, sanitise_tag_value(approver)),
-    )
 
 
 def _audit(kind: str, item: dict[str, Any], *, by: str, why: str) -> dict[str, Any]:

@@ -403,12 +403,7 @@ def _exception_decision(
     notify: bool = False,
 ) -> Decision:
     until = active.expires_at.strftime("%Y-%m-%d %H:%M UTC")
-    tags = (
-        (TAG_STATUS, STATUS_EXCEPTION),
-        (TAG_EXCEPTION_EXPIRES, active.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")),
-        (TAG_APPROVED_BY, active.approved_by),
-        (TAG_EVENT_ID, event.event_id),
-    )
+    tags = (*exception_tags(active.approved_by, active.expires_at), (TAG_EVENT_ID, event.event_id))
     create_user = event.event_name == CREATE_USER
     return Decision(
         APPROVE,
@@ -472,6 +467,15 @@ def match_user(
         reasons.append(f"{label}, but the caller {creator or creator_display} is not in its created_by")
         creator_miss = creator_miss or integration
     return Match(creator_miss, False, "; ".join(reasons))
+
+
+def exception_tags(approver: str, expires: datetime) -> tuple[tuple[str, str], ...]:
+    """The tags of a user released under an exception."""
+    return (
+        (TAG_STATUS, STATUS_EXCEPTION),
+        (TAG_EXCEPTION_EXPIRES, expires.strftime("%Y-%m-%dT%H:%M:%SZ")),
+        (TAG_APPROVED_BY, approver),
+    )
 
 
 def integration_tags(integration: Integration, event_id: str) -> tuple[tuple[str, str], ...]:

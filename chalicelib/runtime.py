@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
@@ -26,7 +27,7 @@ from chalicelib.notify import AlertDeliveryError, BotNotifier, Notifier, NullNot
 from chalicelib.rest import RestApi
 from chalicelib.settings import Settings
 from chalicelib.slack_interactions import SlackInteractions, response_url_allowed
-from chalicelib.store import Store
+from chalicelib.store import Store, utcnow
 from chalicelib.sweep import Reconciler, SweepReport, run_sweep
 
 log = logging.getLogger(__name__)
@@ -132,9 +133,11 @@ class Runtime:
             email_of=self.slack_email,
         )
 
-    def reconciler(self, *, dry_run: bool = False) -> Reconciler:
+    def reconciler(self, *, dry_run: bool = False, clock: Callable[[], datetime] = utcnow) -> Reconciler:
         mode = self.settings.mode or self.allowlist.mode
-        return Reconciler(iam=self.iam, store=self.store, allowlist=self.allowlist, mode=mode, dry_run=dry_run)
+        return Reconciler(
+            iam=self.iam, store=self.store, allowlist=self.allowlist, mode=mode, dry_run=dry_run, clock=clock
+        )
 
     def run_sweep(self) -> SweepReport:
         return run_sweep(
