@@ -108,6 +108,54 @@ def print_table(report: Any) -> None:
     print(f"\n{report.users} user(s), {len(report.findings)} finding(s)")
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from chalicelib.allowlist import GlobSet
+    from chalicelib.replay import Replayer, format_table
+    from chalicelib.settings import Settings
+
+    try:
+        settings = Settings.from_env()
+        allowlist = load_allowlist(args.allowlist or settings.allowlist_path or None)
+        live = None
+        if args.live:
+            from chalicelib.runtime import Runtime
+
+            iam = Runtime(settings).iam
+            live = lambda user, path, keys: iam.user_facts(user, path=path, keys=keys)  # noqa: E731
+        replayer = Replayer(
+            allowlist,
+            own_roles=GlobSet(settings.own_roles),
+            since=_moment(args.since),
+            until=_moment(args.until),
+            live_facts=live,
+        )
+    except (AllowlistError, ValueError) as exc:
+        print(f"replay could not run: {exc}", file=sys.stderr)
+        return 2
+    summary = replayer.replay(args.paths)
+    print(json.dumps(summary.to_dict(), indent=2) if args.json else format_table(summary))
+    for skipped in summary.skipped:
+        print(f"skipped {skipped.path} [{skipped.position}]: {skipped.reason}", file=sys.stderr)
+    return 1 if summary.skipped else 0
+
+
+def _moment(text: str | None) -> Any:
+    if not text:
+        return None
+    from datetime import UTC, datetime
+
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from chalicelib.synth import write_logs
+
+    files = write_logs(args.out, args.records, per_file=args.per_file, seed=args.seed)
+    print(f"wrote {args.records} records in {len(files)} file(s) under {args.out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from chalicelib.demo import run_demo
 
@@ -133,6 +181,20 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--json", action="store_true", help="print one JSON object")
     sweep.add_argument("--fail-on-findings", action="store_true", help="exit 1 when there are findings (CI)")
     sweep.set_defaults(func=cmd_sweep)
+    replay = sub.add_parser("replay", help="dry-run the decisions over CloudTrail log files (backtest)")
+    replay.add_argument("paths", nargs="+", help=".json(.gz), .jsonl files, EventBridge envelopes, or folders")
+    replay.add_argument("--allowlist", help="allowlist to test (default: the deployed one)")
+    replay.add_argument("--json", action="store_true", help="print one JSON object")
+    replay.add_argument("--since", help="ISO date or time: skip earlier events")
+    replay.add_argument("--until", help="ISO date or time: skip this and later events")
+    replay.add_argument("--live", action="store_true", help="read IAM for paths and key counts (read-only)")
+    replay.set_defaults(func=cmd_replay)
+    synth = sub.add_parser("synth", help="write synthetic CloudTrail log files (tests, benchmarks)")
+    synth.add_argument("--records", type=int, required=True)
+    synth.add_argument("--out", required=True)
+    synth.add_argument("--per-file", type=int, default=250, help="records per log file (AWS writes small objects)")
+    synth.add_argument("--seed", type=int, default=7)
+    synth.set_defaults(func=cmd_synth)
     demo = sub.add_parser("demo", help="run the whole flow against a local moto server")
     demo.set_defaults(func=cmd_demo)
     return parser

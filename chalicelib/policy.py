@@ -102,6 +102,8 @@ class Decision:
     notify: bool = False
     backdoor: bool = False
     mode: str = "enforce"
+    #: A stable name for the rule that decided (replay groups by it).
+    rule: str = ""
 
     @property
     def quarantines(self) -> bool:
@@ -161,11 +163,11 @@ def _decide(
 ) -> Decision:
     name = event.event_name
     if name not in CREATION_EVENTS:
-        return Decision(IGNORE, f"{name} is not an event the guardrail acts on")
+        return Decision(IGNORE, f"{name} is not an event the guardrail acts on", rule="not_handled")
     if event.error_code:
-        return Decision(IGNORE, f"{name} failed with {event.error_code}; nothing was created")
+        return Decision(IGNORE, f"{name} failed with {event.error_code}; nothing was created", rule="failed_call")
     if own_roles.matches(event.actor.principal_arn):
-        return Decision(IGNORE, f"{name} was made by the guardrail's own role")
+        return Decision(IGNORE, f"{name} was made by the guardrail's own role", rule="own_role")
     if not event.target_user_name:
         if event.actor.type == "Root" and name == CREATE_ACCESS_KEY:
             return Decision(
@@ -173,12 +175,19 @@ def _decide(
                 "the root user created an access key for itself; root keys cannot be managed "
                 "through IAM: delete it from the root user's security credentials now",
                 severity=CRITICAL,
+                rule="root_access_key",
                 notify=True,
             )
-        return Decision(ALERT, f"{name} names no user the guardrail can act on", severity=HIGH, notify=True)
+        return Decision(
+            ALERT, f"{name} names no user the guardrail can act on", severity=HIGH, notify=True, rule="no_target_user"
+        )
     if not event.account_is_valid:
         return Decision(
-            ALERT, f"{name} comes from account {event.account!r}, which is not a 12-digit id", HIGH, notify=True
+            ALERT,
+            f"{name} comes from account {event.account!r}, which is not a 12-digit id",
+            HIGH,
+            notify=True,
+            rule="invalid_account",
         )
 
     match = _match(event, allowlist, facts)
@@ -200,32 +209,47 @@ def _tamper(
     """DESIGN.md's last row: revert what undoes the guardrail's work, and alert as critical."""
     name, user = event.event_name, event.target_user_name
     if event.error_code:
-        return Decision(IGNORE, f"{name} failed with {event.error_code}; nothing changed")
+        return Decision(IGNORE, f"{name} failed with {event.error_code}; nothing changed", rule="failed_call")
     if own_roles.matches(event.actor.principal_arn):
-        return Decision(IGNORE, f"{name} was made by the guardrail's own role")
+        return Decision(IGNORE, f"{name} was made by the guardrail's own role", rule="own_role")
     if not user or not event.account_is_valid:
-        return Decision(IGNORE, f"{name} names no user in a valid account")
+        return Decision(IGNORE, f"{name} names no user in a valid account", rule="no_target_user")
     if exception is not None and exception.is_active(event.event_time):
-        return Decision(IGNORE, f"{name} on {user} during its exception (until {exception.expires_at:%Y-%m-%d})")
+        return Decision(
+            IGNORE,
+            f"{name} on {user} during its exception (until {exception.expires_at:%Y-%m-%d})",
+            rule="during_exception",
+        )
     by = event.actor.principal_arn or event.actor.display
     if name == DETACH_USER_POLICY:
         policy_arn = str(event.request_parameters.get("policyArn", ""))
         if not policy_arn.endswith(f":policy/{quarantine_policy}"):
-            return Decision(IGNORE, f"DetachUserPolicy of {policy_arn or 'a policy'}, not the quarantine policy")
+            return Decision(
+                IGNORE,
+                f"DetachUserPolicy of {policy_arn or 'a policy'}, not the quarantine policy",
+                rule="not_quarantine_policy",
+            )
         return _reverted(
-            f"the quarantine policy was detached from {user} by {by}: attached again", (ATTACH_QUARANTINE,)
+            f"the quarantine policy was detached from {user} by {by}: attached again",
+            (ATTACH_QUARANTINE,),
+            rule="tamper_detach",
         )
     if name == UPDATE_ACCESS_KEY:
         status = event.request_parameters.get("status")
         if status != "Active" or event.access_key_id not in record.get("deactivated_keys", ()):
-            return Decision(IGNORE, f"UpdateAccessKey to {status} of a key the guardrail did not deactivate")
+            return Decision(
+                IGNORE,
+                f"UpdateAccessKey to {status} of a key the guardrail did not deactivate",
+                rule="not_guardrail_key",
+            )
         return _reverted(
             f"{event.access_key_id}, deactivated by the guardrail, was reactivated by {by}: deactivated again",
             (DEACTIVATE_KEY,),
+            rule="tamper_reactivated_key",
         )
     touched = tuple(k for k in event.request_tag_keys if k.lower().startswith(TAG_PREFIX))
     if not touched:
-        return Decision(IGNORE, f"{name} touched no guardrail: tag")
+        return Decision(IGNORE, f"{name} touched no guardrail: tag", rule="no_guardrail_tags")
     ours: Mapping[str, str] = record.get("tags") or {}
     restore = tuple((k, ours[k]) for k in touched if k in ours)
     remove = tuple(k for k in touched if k not in ours)
@@ -235,15 +259,19 @@ def _tamper(
         steps,
         tags=restore,
         untag=remove,
+        rule="tamper_tags",
     )
 
 
 def _reverted(
-    reason: str, steps: tuple[str, ...], *, tags: tuple[tuple[str, str], ...] = (), untag: tuple[str, ...] = ()
+    reason: str,
+    steps: tuple[str, ...],
+    *,
+    rule: str,
+    tags: tuple[tuple[str, str], ...] = (),
+    untag: tuple[str, ...] = (),
 ) -> Decision:
-    return Decision(
-        ALERT, f"tamper: {reason}", severity=CRITICAL, steps=steps, tags=tags, untag_keys=untag, notify=True
-    )
+    return Decision(ALERT, f"tamper: {reason}", CRITICAL, steps, tags, untag, notify=True, rule=rule)
 
 
 def _create_user(event: IamEvent, match: Match, active: ActiveException | None) -> Decision:
@@ -259,6 +287,7 @@ def _create_user(event: IamEvent, match: Match, active: ActiveException | None) 
             tags=integration_tags(integration, event.event_id),
             untag_keys=untag,
             integration=integration.name,
+            rule="integration_user",
         )
     if active:
         return _exception_decision(event, active, untag=untag, note=note)
@@ -271,6 +300,7 @@ def _create_user(event: IamEvent, match: Match, active: ActiveException | None) 
         untag_keys=untag,
         integration=match.integration.name if match.integration else "",
         notify=True,
+        rule="unapproved_user",
     )
 
 
@@ -293,6 +323,7 @@ def _create_access_key(
                 f"could not count the active keys of {user} (integration '{integration.name}'); "
                 f"{key} is deactivated until someone checks",
                 severity=HIGH,
+                rule="key_count_unknown",
                 steps=(DEACTIVATE_KEY,),
                 integration=integration.name,
                 notify=True,
@@ -304,12 +335,14 @@ def _create_access_key(
                 f"{key} for {user} is allowed: integration '{integration.name}' has {count} active "
                 f"key(s), max_access_keys {integration.max_access_keys}",
                 integration=integration.name,
+                rule="key_within_limit",
             )
         return Decision(
             ALERT,
             f"{user} (integration '{integration.name}') would have {count} active keys, more than "
             f"max_access_keys {integration.max_access_keys}: {key} is deactivated",
             severity=HIGH,
+            rule="key_over_limit",
             steps=(DEACTIVATE_KEY,),
             integration=integration.name,
             notify=True,
@@ -322,6 +355,7 @@ def _create_access_key(
             f"{key} was created for integration user {user} by {event.actor.principal_arn or event.actor.display}, "
             f"who is not in the created_by of '{integration.name}': only the key is deactivated",
             severity=CRITICAL,
+            rule="key_by_unlisted_creator",
             steps=(DEACTIVATE_KEY,),
             integration=integration.name,
             notify=True,
@@ -340,6 +374,7 @@ def _create_access_key(
         tags=_quarantine_tags(match.why_not, event.event_id),
         notify=True,
         backdoor=backdoor,
+        rule="backdoor_key" if backdoor else "unapproved_key",
     )
 
 
@@ -359,11 +394,13 @@ def _create_login_profile(
                 f"console access for {user} is allowed by integration '{integration.name}'; "
                 "MFA is required and checked by the sweep",
                 integration=integration.name,
+                rule="console_allowed",
             )
         return Decision(
             ALERT,
             f"integration '{integration.name}' does not allow console access: the login profile of {user} is deleted",
             severity=HIGH,
+            rule="console_not_allowed",
             steps=(DELETE_LOGIN_PROFILE,),
             integration=integration.name,
             notify=True,
@@ -377,6 +414,7 @@ def _create_login_profile(
             f"a console password was set for integration user {user} by {actor}, who is not in the "
             f"created_by of '{integration.name}': the login profile is deleted",
             severity=CRITICAL,
+            rule="password_by_unlisted_creator",
             steps=(DELETE_LOGIN_PROFILE,),
             integration=integration.name,
             notify=True,
@@ -391,6 +429,7 @@ def _create_login_profile(
         tags=_quarantine_tags(match.why_not, event.event_id),
         notify=True,
         backdoor=backdoor,
+        rule="unapproved_console_password",
     )
 
 
@@ -413,6 +452,7 @@ def _exception_decision(
         tags=tags if create_user else (),
         untag_keys=untag,
         notify=notify,
+        rule="active_exception",
     )
 
 

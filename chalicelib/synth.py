@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
+import json
+import random
 import uuid
-from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from chalicelib.constants import (
@@ -156,3 +160,131 @@ def envelope(record: Mapping[str, Any]) -> dict[str, Any]:
 
 def _kebab(name: str) -> str:
     return "".join(f"-{c.lower()}" if c.isupper() else c for c in name).lstrip("-")
+
+
+# -- synthetic CloudTrail log files (tests and benchmarks) ----------------------------------------
+
+_NOISE = (
+    ("s3.amazonaws.com", "GetObject", {"bucketName": "example-data-lake", "key": "raw/2026/11/29/part-0001.parquet"}),
+    ("s3.amazonaws.com", "PutObject", {"bucketName": "example-logs", "key": "app/2026/11/29/app.log.gz"}),
+    ("ec2.amazonaws.com", "DescribeInstances", {"instancesSet": {}, "filterSet": {}}),
+    ("sts.amazonaws.com", "AssumeRole", {"roleArn": "arn:aws:iam::123456789012:role/app", "roleSessionName": "app"}),
+    ("kms.amazonaws.com", "Decrypt", {"encryptionAlgorithm": "SYMMETRIC_DEFAULT"}),
+    ("lambda.amazonaws.com", "Invoke", {"functionName": "orders-api"}),
+    ("dynamodb.amazonaws.com", "DescribeTable", {"tableName": "orders"}),
+    ("logs.amazonaws.com", "CreateLogStream", {"logGroupName": "/aws/lambda/orders-api"}),
+)
+
+
+def synthetic_records(
+    count: int, *, seed: int = 7, iam_share: float = 0.02, account: str = DEFAULT_ACCOUNT
+) -> Iterator[dict[str, Any]]:
+    """`count` records: mostly other services' noise, `iam_share` IAM events of every kind."""
+    rng = random.Random(seed)  # noqa: S311 - synthetic test data, not security
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    terraform = role_identity(account, "terraform-deployer", "tf-apply")
+    developer = role_identity(
+        account, "AWSReservedSSO_Developer_5f2a9c1e", "dev@example.com", path="/aws-reserved/sso.amazonaws.com/"
+    )
+    app_role = role_identity(account, "app", "i-0123456789abcdef0")
+    ci_user = user_identity(account, "legacy-ci-bot")
+    for index in range(count):
+        when = start + timedelta(seconds=index * 2)
+        event_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        if rng.random() >= iam_share:
+            source, name, params = _NOISE[index % len(_NOISE)]
+            yield {
+                "eventVersion": "1.09",
+                "userIdentity": app_role,
+                "eventTime": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "eventSource": source,
+                "eventName": name,
+                "awsRegion": "us-east-1",
+                "sourceIPAddress": f"10.0.{index % 250}.{index % 200}",
+                "userAgent": "aws-sdk-java/2.25.0 Linux/5.10 OpenJDK_64-Bit_Server_VM/17.0.10",
+                "requestParameters": params,
+                "responseElements": None,
+                "requestID": event_id,
+                "eventID": event_id,
+                "readOnly": name.startswith(("Get", "Describe")),
+                "eventType": "AwsApiCall",
+                "managementEvent": source != "s3.amazonaws.com",
+                "recipientAccountId": account,
+                "eventCategory": "Management",
+            }
+            continue
+        kind = rng.randrange(10)
+        n = rng.randrange(50)
+        if kind == 0:
+            yield cloudtrail_record(
+                CREATE_USER,
+                user=f"svc-datadog-{n}",
+                identity=terraform,
+                path="/integrations/",
+                event_time=when,
+                event_id=event_id,
+                user_agent=TERRAFORM_USER_AGENT,
+            )
+        elif kind == 1:
+            yield cloudtrail_record(
+                CREATE_USER, user=f"dev-{n}", identity=developer, event_time=when, event_id=event_id
+            )
+        elif kind == 2:
+            yield cloudtrail_record(
+                CREATE_ACCESS_KEY,
+                user=f"svc-datadog-{n}",
+                identity=terraform,
+                event_time=when,
+                event_id=event_id,
+                user_agent=TERRAFORM_USER_AGENT,
+            )
+        elif kind == 3:
+            yield cloudtrail_record(
+                CREATE_ACCESS_KEY, user=f"dev-{n}", identity=ci_user, event_time=when, event_id=event_id
+            )
+        elif kind == 4:
+            yield cloudtrail_record(
+                CREATE_LOGIN_PROFILE, user=f"dev-{n}", identity=developer, event_time=when, event_id=event_id
+            )
+        elif kind == 5:
+            yield cloudtrail_record(
+                CREATE_USER,
+                user=f"x-{n}",
+                identity=developer,
+                event_time=when,
+                event_id=event_id,
+                error_code="AccessDenied",
+            )
+        else:
+            name = ("AttachUserPolicy", "DetachUserPolicy", "TagUser", "GetUser")[kind - 6]
+            record = cloudtrail_record(name, user=f"dev-{n}", identity=developer, event_time=when, event_id=event_id)
+            record["requestParameters"] = {
+                "userName": f"dev-{n}",
+                "policyArn": "arn:aws:iam::aws:policy/ReadOnlyAccess",
+            }
+            yield record
+
+
+def write_logs(
+    out: str | Path, records: int, *, per_file: int = 250, seed: int = 7, account: str = DEFAULT_ACCOUNT
+) -> list[Path]:
+    """Write `records` synthetic records as CloudTrail writes them to S3: small gzipped objects."""
+    folder = Path(out) / "AWSLogs" / account / "CloudTrail" / "us-east-1" / "2026" / "11"
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    batch: list[dict[str, Any]] = []
+    for record in synthetic_records(records, seed=seed, account=account):
+        batch.append(record)
+        if len(batch) == per_file:
+            written.append(_write_log_file(folder, account, len(written), batch))
+            batch = []
+    if batch:
+        written.append(_write_log_file(folder, account, len(written), batch))
+    return written
+
+
+def _write_log_file(folder: Path, account: str, number: int, records: list[dict[str, Any]]) -> Path:
+    stamp = records[0]["eventTime"].replace("-", "").replace(":", "")[:13]
+    path = folder / f"{account}_CloudTrail_us-east-1_{stamp}Z_{number:08d}.json.gz"
+    path.write_bytes(gzip.compress(json.dumps({"Records": records}, separators=(",", ":")).encode(), compresslevel=6))
+    return path

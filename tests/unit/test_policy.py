@@ -291,6 +291,7 @@ def test_decision_table(case: Case) -> None:
     assert decision.severity == case.severity
     assert case.reason in decision.reason
     assert decision.reason  # every decision explains itself
+    assert decision.rule  # and names the rule that decided
     if case.notify is not None:
         assert decision.notify is case.notify
     elif case.verdict in (QUARANTINE, ALERT):

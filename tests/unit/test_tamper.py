@@ -75,6 +75,7 @@ CASES = [
 def test_tamper_table(name: str, raw: dict, verdict: str, steps: tuple, untag: tuple) -> None:
     decision = decide(parse_event(raw), allowlist(), own_roles=OWN, record=RECORD)
     assert (decision.verdict, decision.steps) == (verdict, steps), decision.reason
+    assert decision.rule
     if verdict == ALERT:
         assert decision.severity == CRITICAL and decision.notify
         assert decision.reason.startswith("tamper: ")
