@@ -27,6 +27,9 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.bench
+
 check-allowlist: $(STAMP)
 	$(BIN)/python -m chalicelib.cli check-allowlist
 

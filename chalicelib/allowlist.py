@@ -20,6 +20,7 @@ import yaml
 from chalicelib.constants import DEFAULT_MAX_ACCESS_KEYS, ENFORCE, MODES
 
 SUPPORTED_VERSIONS = frozenset({1})
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 DEFAULT_PATH = Path(__file__).with_name("allowlist.yaml")
 MAX_EXCEPTION_DAYS = 365
 
@@ -157,7 +158,7 @@ def load_allowlist(path: str | os.PathLike[str] | None = None) -> Allowlist:
 
 def parse_allowlist(text: str, *, source: str = "<memory>") -> Allowlist:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader (libyaml's when present)
     except yaml.YAMLError as exc:
         raise AllowlistError(source, [f"not valid YAML: {exc}"]) from None
     return validate_allowlist(data, source=source)

@@ -17,11 +17,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from chalicelib.alerts import AlertDeliveryError, Notifier
 from chalicelib.allowlist import Allowlist, GlobSet
 from chalicelib.constants import ENFORCE, STATUS_APPROVED, STATUS_EXCEPTION, STATUS_QUARANTINED, TAG_STATUS
 from chalicelib.events import IamEvent, MalformedEventError, parse_event
 from chalicelib.iam import DONE, FAILED, GONE, ActionResult, IamActions, sanitise_tag_value
-from chalicelib.notify import AlertDeliveryError, Notifier
 from chalicelib.policy import (
     ATTACH_QUARANTINE,
     DEACTIVATE_KEY,

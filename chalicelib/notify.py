@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import (
@@ -21,17 +21,11 @@ from slack_sdk.http_retry.handler import RetryHandler
 from slack_sdk.web import WebClient
 from slack_sdk.webhook import WebhookClient
 
+from chalicelib.alerts import AlertDeliveryError
+
 log = logging.getLogger(__name__)
 # slack_sdk logs request URLs at debug level; a webhook URL is a secret.
 logging.getLogger("slack_sdk").setLevel(logging.WARNING)
-
-
-class AlertDeliveryError(RuntimeError):
-    """Slack did not accept the message (after retries)."""
-
-
-class Notifier(Protocol):
-    def send(self, message: Mapping[str, Any]) -> None: ...
 
 
 def _retry_handlers(max_retries: int) -> list[RetryHandler]:
@@ -85,10 +79,3 @@ class BotNotifier:
             raise AlertDeliveryError(f"chat.postMessage failed: HTTP {status} {error}") from None
         except Exception as exc:
             raise AlertDeliveryError(f"Slack API unreachable: {type(exc).__name__}") from None
-
-
-class NullNotifier:
-    """Used when no Slack destination is configured: every alert goes to the outbox."""
-
-    def send(self, message: Mapping[str, Any]) -> None:
-        raise AlertDeliveryError("no Slack destination configured (SLACK_WEBHOOK_URL or GUARDRAIL_SLACK_SECRET_ID)")

@@ -13,22 +13,23 @@ import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from slack_sdk.web import WebClient
 
+from chalicelib.alerts import AlertDeliveryError, Notifier, NullNotifier
 from chalicelib.allowlist import Allowlist, GlobSet, load_allowlist
-from chalicelib.approvals import Approvals
 from chalicelib.guardrail import Guardrail
 from chalicelib.iam import IamActions, error_code
-from chalicelib.notify import AlertDeliveryError, BotNotifier, Notifier, NullNotifier, WebhookNotifier
-from chalicelib.rest import RestApi
 from chalicelib.settings import Settings
-from chalicelib.slack_interactions import SlackInteractions, response_url_allowed
 from chalicelib.store import Store, utcnow
-from chalicelib.sweep import Reconciler, SweepReport, run_sweep
+
+if TYPE_CHECKING:  # the approval, sweep and Slack modules load only where they are used
+    from chalicelib.approvals import Approvals
+    from chalicelib.rest import RestApi
+    from chalicelib.slack_interactions import SlackInteractions
+    from chalicelib.sweep import Reconciler, SweepReport
 
 log = logging.getLogger(__name__)
 
@@ -117,14 +118,20 @@ class Runtime:
 
     @cached_property
     def approvals(self) -> Approvals:
+        from chalicelib.approvals import Approvals
+
         return Approvals(store=self.store, iam_for=lambda account: self.iam, allowlist=self.allowlist)
 
     @cached_property
     def rest_api(self) -> RestApi:
+        from chalicelib.rest import RestApi
+
         return RestApi(self.approvals)
 
     @cached_property
     def slack_interactions(self) -> SlackInteractions:
+        from chalicelib.slack_interactions import SlackInteractions
+
         return SlackInteractions(
             signing_secret=lambda: self.slack_secret["signing_secret"],
             approvals=self.approvals,
@@ -134,18 +141,25 @@ class Runtime:
         )
 
     def reconciler(self, *, dry_run: bool = False, clock: Callable[[], datetime] = utcnow) -> Reconciler:
+        from chalicelib.sweep import Reconciler
+
         mode = self.settings.mode or self.allowlist.mode
         return Reconciler(
             iam=self.iam, store=self.store, allowlist=self.allowlist, mode=mode, dry_run=dry_run, clock=clock
         )
 
     def run_sweep(self) -> SweepReport:
+        from chalicelib.sweep import run_sweep
+
         return run_sweep(
             approvals=self.approvals, store=self.store, notifier=self.notifier, reconciler=self.reconciler()
         )
 
     def respond_to_slack(self, url: str, message: Mapping[str, Any]) -> None:
         """Post to an interaction's response_url (Slack's own hosts only)."""
+        from chalicelib.notify import WebhookNotifier
+        from chalicelib.slack_interactions import response_url_allowed
+
         if not response_url_allowed(url, self.settings.slack_response_hosts):
             log.warning("refused to post to a response_url outside %s", sorted(self.settings.slack_response_hosts))
             return
@@ -162,6 +176,8 @@ class Runtime:
         try:
             token = self.slack_secret.get("bot_token") if self.settings.slack_secret_id else None
             if token:
+                from slack_sdk.web import WebClient
+
                 client = WebClient(token=token, base_url=self.settings.slack_api_url, timeout=3)
                 email = client.users_info(user=slack_user_id)["user"]["profile"].get("email")
         except Exception as exc:  # users.info is a best-effort link to the requester
@@ -170,6 +186,8 @@ class Runtime:
         return email
 
     def build_notifier(self) -> Notifier:
+        from chalicelib.notify import BotNotifier, WebhookNotifier
+
         s = self.settings
         options = {"timeout": s.slack_timeout, "max_retries": s.slack_retries}
         if s.slack_webhook_url:

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from chalicelib.alerts import AlertDeliveryError, Notifier
 from chalicelib.allowlist import Allowlist
 from chalicelib.approvals import Approvals
 from chalicelib.constants import ENFORCE, STATUS_APPROVED, STATUS_QUARANTINED, TAG_REASON, TAG_STATUS
 from chalicelib.iam import DONE, GONE, ActionResult, IamActions
-from chalicelib.notify import AlertDeliveryError, Notifier
 from chalicelib.reconcile import (
     DEACTIVATE_EXTRA_KEYS,
     DELETE_LOGIN_PROFILE,
