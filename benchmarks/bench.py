@@ -58,7 +58,7 @@ class Sizes:
     sweep_users: int
 
 
-FULL = Sizes(cold_runs=7, decisions=50_000, replay_records=1_000_000, sweep_users=1_000)
+FULL = Sizes(cold_runs=11, decisions=50_000, replay_records=1_000_000, sweep_users=1_000)
 TINY = Sizes(cold_runs=2, decisions=2_000, replay_records=5_000, sweep_users=30)
 
 
