@@ -27,7 +27,7 @@ class UncheckedEvent(CloudWatchEvent):
 
 @app.on_cw_event(IAM_EVENT_PATTERN, name="on_iam_event")
 def on_iam_event(event: CloudWatchEvent) -> dict:
-    return runtime.get().guardrail.handle(event.to_dict()).to_dict()
+    return runtime.get(event.context).guardrail.handle(event.to_dict()).to_dict()
 
 
 app.handler_map["on_iam_event"].event_class = UncheckedEvent
@@ -36,7 +36,7 @@ iam_auth = IAMAuthorizer()
 
 @app.schedule(Rate(1, unit=Rate.HOURS), name="sweep")
 def sweep(event: Any) -> dict:
-    return runtime.get().run_sweep().to_dict()
+    return runtime.get(event.context).run_sweep().to_dict()
 
 
 @app.route("/slack/interactions", methods=["POST"], content_types=["application/x-www-form-urlencoded"])

@@ -105,7 +105,9 @@ COLD = """
 import json, sys
 import app
 from chalice.local import LambdaContext
-result = app.app.handler_map["on_iam_event"](json.loads(sys.argv[1]), LambdaContext("on_iam_event", 512))
+context = LambdaContext("on_iam_event", 512)
+context.invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:iam-user-guardrail-dev-on_iam_event"
+result = app.app.handler_map["on_iam_event"](json.loads(sys.argv[1]), context)
 assert result["verdict"] == "approve", result
 """
 
@@ -136,8 +138,6 @@ def _timed(argv: list[str], env: dict[str, str]) -> float:
 
 
 def calls_per_event() -> list[dict[str, Any]]:
-    from chalice.local import LambdaContext
-
     from app import app
 
     rows = []
@@ -149,10 +149,10 @@ def calls_per_event() -> list[dict[str, Any]]:
             rt = runtime.get()
             rt._session.events.register("before-call", lambda model, _c=counter, **_: _c.update([model.name]))
             for event in events[:-1]:
-                app.handler_map["on_iam_event"](envelope(event), LambdaContext("on_iam_event", 512))
+                app.handler_map["on_iam_event"](envelope(event), lambda_context())
             counter.clear()
             slack.clear()
-            result = app.handler_map["on_iam_event"](envelope(events[-1]), LambdaContext("on_iam_event", 512))
+            result = app.handler_map["on_iam_event"](envelope(events[-1]), lambda_context())
             rows.append(
                 {
                     "path": name,
@@ -163,6 +163,15 @@ def calls_per_event() -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def lambda_context() -> Any:
+    """A Lambda context as AWS passes it: the function ARN names the account."""
+    from chalice.local import LambdaContext
+
+    context = LambdaContext("on_iam_event", 512)
+    context.invoked_function_arn = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:iam-user-guardrail-dev-on_iam_event"
+    return context
 
 
 def _paths() -> list[tuple[str, Callable[[Any], list[dict[str, Any]]]]]:

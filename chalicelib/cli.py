@@ -77,7 +77,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         runtime = Runtime(Settings.from_env())
         report = SweepReport()
-        runtime.reconciler(dry_run=args.dry_run).run(report)
+        for account in runtime.sweep_accounts():
+            runtime.reconciler(account, dry_run=args.dry_run).run(report)
     except Exception as exc:  # cannot run: credentials, table, allowlist, IAM
         print(f"sweep could not run: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

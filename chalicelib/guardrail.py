@@ -13,15 +13,31 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.alerts import AlertDeliveryError, Notifier
 from chalicelib.allowlist import Allowlist, GlobSet
-from chalicelib.constants import ENFORCE, STATUS_APPROVED, STATUS_EXCEPTION, STATUS_QUARANTINED, TAG_STATUS
+from chalicelib.constants import (
+    DEFAULT_QUARANTINE_POLICY_NAME,
+    ENFORCE,
+    STATUS_APPROVED,
+    STATUS_EXCEPTION,
+    STATUS_QUARANTINED,
+    TAG_STATUS,
+)
 from chalicelib.events import IamEvent, MalformedEventError, parse_event
-from chalicelib.iam import DONE, FAILED, GONE, ActionResult, IamActions, sanitise_tag_value
+from chalicelib.iam import (
+    DONE,
+    FAILED,
+    GONE,
+    UNREACHABLE,
+    AccountAccessError,
+    ActionResult,
+    IamActions,
+    sanitise_tag_value,
+)
 from chalicelib.policy import (
     ATTACH_QUARANTINE,
     DEACTIVATE_KEY,
@@ -84,17 +100,19 @@ class Guardrail:
         self,
         *,
         allowlist: Allowlist,
-        iam: IamActions,
+        iam_for: Callable[[str], IamActions],
         store: Store,
         notifier: Notifier,
         own_roles: GlobSet,
+        policy_name: str = DEFAULT_QUARANTINE_POLICY_NAME,
         mode: str | None = None,
     ) -> None:
         self.allowlist = allowlist
-        self.iam = iam
+        self.iam_for = iam_for
         self.store = store
         self.notifier = notifier
         self.own_roles = own_roles
+        self.policy_name = policy_name
         self.mode = mode or allowlist.mode
 
     def handle(self, raw: Any) -> HandleResult:
@@ -125,12 +143,22 @@ class Guardrail:
             log.info(json.dumps({"msg": "duplicate delivery ignored", "event_id": event.event_id}))
             return result
 
-        decision = self._decide(event, state)
+        iam: IamActions | None = None
+        unreachable = ""
+        try:
+            iam = self.iam_for(event.account) if event.account_is_valid else None
+        except AccountAccessError as exc:
+            unreachable = str(exc)
+            log.error(json.dumps({"msg": "account unreachable", "account": event.account, "error": unreachable}))
+        decision = self._decide(event, state, iam)
         result.decision = decision
-        if decision.mode == ENFORCE:
-            result.results = self._act(event, decision)
+        if decision.mode == ENFORCE and decision.steps:
+            if iam is not None:
+                result.results = self._act(iam, event, decision)
+            elif unreachable:
+                result.results = [ActionResult("assume_role", event.account, UNREACHABLE, unreachable)]
         failed = [r for r in result.results if r.status == FAILED]
-        gone = any(r.status == GONE for r in result.results)
+        gone = any(r.status in (GONE, UNREACHABLE) for r in result.results)
 
         alert_error = ""
         if decision.notify or failed or gone:
@@ -167,11 +195,11 @@ class Guardrail:
             raise store_error
         return result
 
-    def _decide(self, event: IamEvent, state: EventState) -> Decision:
+    def _decide(self, event: IamEvent, state: EventState, iam: IamActions | None) -> Decision:
         needed = facts_needed(event, self.allowlist)
         facts = None
-        if needed:
-            facts = self.iam.user_facts(event.target_user_name, path=needed.path, keys=needed.keys)
+        if needed and iam is not None:
+            facts = iam.user_facts(event.target_user_name, path=needed.path, keys=needed.keys)
         return decide(
             event,
             self.allowlist,
@@ -180,26 +208,26 @@ class Guardrail:
             facts=facts,
             mode=self.mode,
             record=state.user_record,
-            quarantine_policy=self.iam.policy_name,
+            quarantine_policy=self.policy_name,
         )
 
-    def _act(self, event: IamEvent, decision: Decision) -> list[ActionResult]:
+    def _act(self, iam: IamActions, event: IamEvent, decision: Decision) -> list[ActionResult]:
         user = event.target_user_name
         results: list[ActionResult] = []
         for step in decision.steps:
             if step == DEACTIVATE_KEY:
                 if not event.access_key_id:
                     continue
-                result = self.iam.set_key_status(user, event.access_key_id, "Inactive")
+                result = iam.set_key_status(user, event.access_key_id, "Inactive")
             elif step == ATTACH_QUARANTINE:
-                result = self.iam.attach_quarantine(user, event.account, event.partition)
+                result = iam.attach_quarantine(user, event.account, event.partition)
             elif step == DELETE_LOGIN_PROFILE:
-                result = self.iam.delete_login_profile(user)
+                result = iam.delete_login_profile(user)
             elif step == UNTAG_USER:
                 ours = {key.lower() for key, _ in decision.tags}
-                result = self.iam.untag_user(user, [k for k in decision.untag_keys if k.lower() not in ours])
+                result = iam.untag_user(user, [k for k in decision.untag_keys if k.lower() not in ours])
             elif step == TAG_USER:
-                result = self.iam.tag_user(user, decision.tags)
+                result = iam.tag_user(user, decision.tags)
             else:  # pragma: no cover - the policy module defines every step
                 raise ValueError(f"unknown step {step}")
             results.append(result)

@@ -18,6 +18,13 @@ log = logging.getLogger(__name__)
 DONE: Final = "done"
 GONE: Final = "user_gone"
 FAILED: Final = "failed"
+#: The account could not be reached (no remediation role, or outside the organization).
+UNREACHABLE: Final = "account_unreachable"
+
+
+class AccountAccessError(RuntimeError):
+    """The guardrail cannot act in an account: assuming its remediation role failed."""
+
 
 _TAG_VALUE_MAX: Final = 256
 _TAG_DROP_RE = re.compile(r"[\"'`()\[\]{}<>]")

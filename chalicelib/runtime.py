@@ -11,17 +11,18 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.alerts import AlertDeliveryError, Notifier, NullNotifier
 from chalicelib.allowlist import Allowlist, GlobSet, load_allowlist
 from chalicelib.guardrail import Guardrail
-from chalicelib.iam import IamActions, error_code
+from chalicelib.iam import AccountAccessError, IamActions, error_code
 from chalicelib.settings import Settings
 from chalicelib.store import Store, utcnow
 
@@ -65,6 +66,8 @@ class Runtime:
         )
         self._clients: dict[str, Any] = {}
         self._emails: dict[str, str | None] = {}
+        self._members: dict[str, tuple[IamActions, datetime]] = {}
+        self._home_account = settings.home_account
         self._lock = threading.Lock()
 
     def client(self, service: str) -> Any:
@@ -85,6 +88,52 @@ class Runtime:
     def iam(self) -> IamActions:
         return IamActions(self.client("iam"), policy_name=self.settings.quarantine_policy_name)
 
+    def learn_home_account(self, lambda_context: Any) -> None:
+        """Lambda's context names the function's ARN, and so the account, at no cost."""
+        arn = str(getattr(lambda_context, "invoked_function_arn", "") or "")
+        parts = arn.split(":")
+        if not self._home_account and len(parts) > 4 and parts[4].isdigit() and len(parts[4]) == 12:
+            self._home_account = parts[4]
+
+    @property
+    def home_account(self) -> str:
+        """The account the guardrail runs in: from settings, the Lambda context, or STS once."""
+        if not self._home_account:
+            self._home_account = self.client("sts").get_caller_identity()["Account"]
+        return self._home_account
+
+    def iam_for(self, account: str) -> IamActions:
+        """IAM actions in `account`: directly at home, through GuardrailRemediationRole elsewhere.
+
+        Assumed-role credentials are cached until five minutes before they expire.
+        """
+        if not account or account == self.home_account:
+            return self.iam
+        cached = self._members.get(account)
+        if cached and cached[1] - timedelta(minutes=5) > utcnow():
+            return cached[0]
+        role_arn = f"arn:aws:iam::{account}:role/{self.settings.remediation_role}"
+        kwargs: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": "iam-user-guardrail", "DurationSeconds": 3600}
+        if self.settings.external_id:
+            kwargs["ExternalId"] = self.settings.external_id
+        try:
+            credentials = self.client("sts").assume_role(**kwargs)["Credentials"]
+        except (ClientError, BotoCoreError) as exc:
+            raise AccountAccessError(
+                f"cannot assume {role_arn}: {error_code(exc)} (account outside the organization, or no role)"
+            ) from None
+        session = boto3.session.Session(
+            aws_access_key_id=credentials["AccessKeyId"],
+            aws_secret_access_key=credentials["SecretAccessKey"],
+            aws_session_token=credentials["SessionToken"],
+        )
+        actions = IamActions(
+            session.client("iam", config=self._config), policy_name=self.settings.quarantine_policy_name
+        )
+        expires = credentials["Expiration"]
+        self._members[account] = (actions, expires if expires.tzinfo else expires.replace(tzinfo=UTC))
+        return actions
+
     @cached_property
     def notifier(self) -> Notifier:
         return LazySlackNotifier(self)
@@ -93,10 +142,11 @@ class Runtime:
     def guardrail(self) -> Guardrail:
         return Guardrail(
             allowlist=self.allowlist,
-            iam=self.iam,
+            iam_for=self.iam_for,
             store=self.store,
             notifier=self.notifier,
             own_roles=GlobSet(self.settings.own_roles),
+            policy_name=self.settings.quarantine_policy_name,
             mode=self.settings.mode or None,
         )
 
@@ -120,7 +170,7 @@ class Runtime:
     def approvals(self) -> Approvals:
         from chalicelib.approvals import Approvals
 
-        return Approvals(store=self.store, iam_for=lambda account: self.iam, allowlist=self.allowlist)
+        return Approvals(store=self.store, iam_for=self.iam_for, allowlist=self.allowlist)
 
     @cached_property
     def rest_api(self) -> RestApi:
@@ -140,20 +190,31 @@ class Runtime:
             email_of=self.slack_email,
         )
 
-    def reconciler(self, *, dry_run: bool = False, clock: Callable[[], datetime] = utcnow) -> Reconciler:
+    def reconciler(
+        self, account: str = "", *, dry_run: bool = False, clock: Callable[[], datetime] = utcnow
+    ) -> Reconciler:
+        """The reconciler of one account (home by default; members through their remediation role)."""
         from chalicelib.sweep import Reconciler
 
         mode = self.settings.mode or self.allowlist.mode
         return Reconciler(
-            iam=self.iam, store=self.store, allowlist=self.allowlist, mode=mode, dry_run=dry_run, clock=clock
+            iam=self.iam_for(account) if account else self.iam,
+            store=self.store,
+            allowlist=self.allowlist,
+            mode=mode,
+            dry_run=dry_run,
+            clock=clock,
         )
+
+    def sweep_accounts(self) -> list[str]:
+        """Home first, then the member accounts the sweep visits (GUARDRAIL_SWEEP_ACCOUNTS)."""
+        return ["", *[a for a in self.settings.sweep_accounts if a != self.home_account]]
 
     def run_sweep(self) -> SweepReport:
         from chalicelib.sweep import run_sweep
 
-        return run_sweep(
-            approvals=self.approvals, store=self.store, notifier=self.notifier, reconciler=self.reconciler()
-        )
+        builders = [lambda account=account: self.reconciler(account) for account in self.sweep_accounts()]
+        return run_sweep(approvals=self.approvals, store=self.store, notifier=self.notifier, reconcilers=builders)
 
     def respond_to_slack(self, url: str, message: Mapping[str, Any]) -> None:
         """Post to an interaction's response_url (Slack's own hosts only)."""
@@ -206,12 +267,14 @@ _lock = threading.Lock()
 _runtime: Runtime | None = None
 
 
-def get() -> Runtime:
+def get(lambda_context: Any = None) -> Runtime:
     """The container's runtime, built from the environment on first use."""
     global _runtime
     with _lock:
         if _runtime is None:
             _runtime = Runtime(Settings.from_env())
+        if lambda_context is not None:
+            _runtime.learn_home_account(lambda_context)
         return _runtime
 
 

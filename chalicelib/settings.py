@@ -11,6 +11,9 @@ from chalicelib.constants import DEFAULT_QUARANTINE_POLICY_NAME, DEFAULT_TABLE_N
 
 _ROLE_GLOB_RE = re.compile(r"^arn:(aws|aws-us-gov|aws-cn|\*):iam::(\d{12}|\*):role/\S+$")
 _POLICY_NAME_RE = re.compile(r"^[\w+=,.@-]{1,128}$")
+_ACCOUNT_RE = re.compile(r"^\d{12}$")
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+DEFAULT_REMEDIATION_ROLE = "GuardrailRemediationRole"
 
 
 class SettingsError(ValueError):
@@ -25,12 +28,16 @@ class Settings:
     mode: str = ""
     slack_webhook_url: str = ""
     slack_secret_id: str = ""
-    slack_api_url: str = "https://slack.com/api/"
+    slack_api_url: str = DEFAULT_SLACK_API_URL
     slack_timeout: float = 5.0
     slack_retries: int = 2
     own_roles: tuple[str, ...] = ()
     iam_max_attempts: int = 10
     slack_response_hosts: frozenset[str] = frozenset({"hooks.slack.com"})
+    home_account: str = ""
+    remediation_role: str = DEFAULT_REMEDIATION_ROLE
+    external_id: str = ""
+    sweep_accounts: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -45,14 +52,28 @@ class Settings:
         for role in own_roles:
             if not _ROLE_GLOB_RE.match(role):
                 raise SettingsError(f"GUARDRAIL_OWN_ROLE_ARNS: {role!r} is not a role ARN glob")
+        home = env.get("GUARDRAIL_HOME_ACCOUNT", "").strip()
+        if home and not _ACCOUNT_RE.match(home):
+            raise SettingsError(f"GUARDRAIL_HOME_ACCOUNT must be a 12-digit account id, got {home!r}")
+        sweep_accounts = tuple(a.strip() for a in env.get("GUARDRAIL_SWEEP_ACCOUNTS", "").split(",") if a.strip())
+        for account in sweep_accounts:
+            if not _ACCOUNT_RE.match(account):
+                raise SettingsError(f"GUARDRAIL_SWEEP_ACCOUNTS: {account!r} is not a 12-digit account id")
+        role = env.get("GUARDRAIL_REMEDIATION_ROLE", "").strip() or DEFAULT_REMEDIATION_ROLE
+        if not _POLICY_NAME_RE.match(role):
+            raise SettingsError(f"GUARDRAIL_REMEDIATION_ROLE {role!r} is not a role name")
         return cls(
+            home_account=home,
+            remediation_role=role,
+            external_id=env.get("GUARDRAIL_EXTERNAL_ID", "").strip(),
+            sweep_accounts=sweep_accounts,
             table=env.get("GUARDRAIL_TABLE", "").strip() or DEFAULT_TABLE_NAME,
             quarantine_policy_name=policy,
             allowlist_path=env.get("GUARDRAIL_ALLOWLIST", "").strip(),
             mode=mode,
             slack_webhook_url=env.get("SLACK_WEBHOOK_URL", "").strip(),
             slack_secret_id=env.get("GUARDRAIL_SLACK_SECRET_ID", "").strip(),
-            slack_api_url=env.get("GUARDRAIL_SLACK_API_URL", "").strip() or cls.slack_api_url,
+            slack_api_url=env.get("GUARDRAIL_SLACK_API_URL", "").strip() or DEFAULT_SLACK_API_URL,
             slack_timeout=_number(env, "GUARDRAIL_SLACK_TIMEOUT", 5.0, float),
             slack_retries=int(_number(env, "GUARDRAIL_SLACK_RETRIES", 2, int)),
             own_roles=own_roles,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -243,24 +243,39 @@ def findings_message(rows: list[Row], title: str, limit: int = 40) -> dict[str, 
     return {"text": f"{title}: {summary or 'no findings'}"[:3000], "blocks": blocks[:50]}
 
 
+def sweep_errors_message(errors: list[str]) -> dict[str, Any]:
+    text = ":x: The sweep could not check everything:\n" + "\n".join(f"• {safe(e, 300)}" for e in errors[:20])
+    return {
+        "text": text[:3000],
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": "Sweep incomplete"}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}},
+        ],
+    }
+
+
 def run_sweep(
     *,
     approvals: Approvals,
     store: Store,
     notifier: Notifier,
-    reconciler: Reconciler | None = None,
+    reconcilers: Iterable[Callable[[], Reconciler]] = (),
     clock: Callable[[], datetime] = utcnow,
 ) -> SweepReport:
+    """`reconcilers` build one Reconciler per account (building one may fail: the account is reported)."""
     report = SweepReport()
     report.expired = approvals.expire_due()
     for item in report.expired:
         _deliver(store, notifier, f"expiry-{item['account']}-{item['user']}", expiry_notice(item))
-    if reconciler is not None:
+    for build in reconcilers:
         try:
-            reconciler.run(report)
-        except Exception as exc:  # the outbox and digest still run; the error is reported
+            build().run(report)
+        except Exception as exc:  # the other accounts, the outbox and the digest still run
             log.exception("reconciliation failed")
             report.errors.append(f"reconciliation failed: {type(exc).__name__}: {exc}")
+    if report.errors:
+        _deliver(store, notifier, f"sweep-errors-{clock():%Y%m%dT%H%M}", sweep_errors_message(report.errors))
+    if reconcilers:
         acted = [r for r in report.findings if r.result == "done"]
         if acted:
             message = findings_message(acted, "Sweep: the guardrail acted on missed changes")
