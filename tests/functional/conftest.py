@@ -48,6 +48,15 @@ class _Raw:
         yield self._body
 
 
+def _error_response(url: str, code: str, message: str) -> AWSResponse:
+    """What an AWS query-protocol service answers on error (IAM, STS)."""
+    xml = (
+        f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>"
+        "<RequestId>t</RequestId></ErrorResponse>"
+    )
+    return AWSResponse(url, 403 if code == "AccessDenied" else 400, {}, _Raw(xml.encode()))
+
+
 @dataclass
 class Aws:
     """The test's view of the world: boto3 clients on moto, the Slack receiver, call counts."""
@@ -60,6 +69,8 @@ class Aws:
     table: str
     calls: Counter[str] = field(default_factory=Counter)
     throttle: dict[str, int] = field(default_factory=dict)
+    #: Answer these API actions with this AWS error code, always (e.g. {"AssumeRole": "AccessDenied"}).
+    refuse: dict[str, str] = field(default_factory=dict)
 
     def invoke(self, raw: dict[str, Any], *, wrap: bool = True) -> dict[str, Any]:
         """Deliver an event to the real `on_iam_event` handler, as EventBridge would."""
@@ -92,11 +103,10 @@ class Aws:
         for action, remaining in self.throttle.items():
             if remaining and f"Action={action}&" in body + "&":
                 self.throttle[action] = remaining - 1
-                xml = (
-                    "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>"
-                    "<Message>Rate exceeded</Message></Error><RequestId>t</RequestId></ErrorResponse>"
-                )
-                return AWSResponse(request.url, 400, {}, _Raw(xml.encode()))
+                return _error_response(request.url, "Throttling", "Rate exceeded")
+        for action, code in self.refuse.items():
+            if f"Action={action}&" in body + "&":
+                return _error_response(request.url, code, f"refused by the test: {code}")
         return None
 
     @property

@@ -1,0 +1,126 @@
+"""Many accounts: the guardrail acts in the account named by the event, through its remediation role."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+
+from chalicelib import runtime
+from chalicelib.bootstrap import ensure_quarantine_policy
+from chalicelib.synth import role_identity
+from tests.functional.conftest import Aws
+from tests.helpers import ACCOUNT, OTHER_ACCOUNT, record
+
+MEMBER_DEVELOPER = role_identity(OTHER_ACCOUNT, "AWSReservedSSO_Developer_1", "dev@example.com")
+POLICY = "iam-user-guardrail-quarantine"
+
+
+def member_iam() -> boto3.client:
+    """An IAM client in the member account (moto switches account by assumed-role credentials)."""
+    credentials = boto3.client("sts").assume_role(
+        RoleArn=f"arn:aws:iam::{OTHER_ACCOUNT}:role/OrganizationAccountAccessRole", RoleSessionName="test"
+    )["Credentials"]
+    return boto3.client(
+        "iam",
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+    )
+
+
+@pytest.fixture
+def member(aws: Aws) -> boto3.client:
+    iam = member_iam()
+    ensure_quarantine_policy(iam, OTHER_ACCOUNT, POLICY)  # the StackSet puts it there
+    return iam
+
+
+def policies(iam: boto3.client, user: str) -> list[str]:
+    return [p["PolicyName"] for p in iam.list_attached_user_policies(UserName=user)["AttachedPolicies"]]
+
+
+def test_member_account_user_is_quarantined_there_and_not_at_home(aws: Aws, member: boto3.client) -> None:
+    member.create_user(UserName="dana")
+    aws.iam.create_user(UserName="dana")  # same name at home: must stay untouched
+    result = aws.invoke(record("CreateUser", "dana", MEMBER_DEVELOPER, account=OTHER_ACCOUNT))
+    assert (result["verdict"], result["account"]) == ("quarantine", OTHER_ACCOUNT)
+    assert policies(member, "dana") == [POLICY]
+    assert policies(aws.iam, "dana") == []
+    assert aws.iam.list_user_tags(UserName="dana")["Tags"] == []
+    assert aws.calls["sts.AssumeRole"] == 1
+    # credentials are cached for the next event in that account
+    member.create_user(UserName="erin")
+    aws.invoke(record("CreateUser", "erin", MEMBER_DEVELOPER, account=OTHER_ACCOUNT))
+    assert aws.calls["sts.AssumeRole"] == 1 and policies(member, "erin") == [POLICY]
+
+
+def test_assume_role_failure_is_alerted_not_crashed_on(aws: Aws, member: boto3.client) -> None:
+    aws.refuse["AssumeRole"] = "AccessDenied"
+    member.create_user(UserName="dana")
+    result = aws.invoke(record("CreateUser", "dana", MEMBER_DEVELOPER, account=OTHER_ACCOUNT))
+    assert result["status"] == "handled" and result["verdict"] == "quarantine"
+    assert result["results"][0].startswith(f"assume_role {OTHER_ACCOUNT}: account_unreachable")
+    assert "AccessDenied" in result["results"][0]
+    message = json.dumps(aws.slack.messages[0])
+    assert "account_unreachable" in message and "GuardrailRemediationRole" in message
+    assert policies(member, "dana") == []
+    assert len(aws.items("AUDIT")) == 1  # recorded: a permanent failure is not retried forever
+
+
+def test_external_id_is_sent(aws: Aws, member: boto3.client, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GUARDRAIL_EXTERNAL_ID", "guardrail-7f3a")
+    runtime.reset()
+    sent: list[str] = []
+    aws._instrument()
+    runtime.get()._session.events.register(
+        "provide-client-params.sts.AssumeRole", lambda params, **_: sent.append(params.get("ExternalId", ""))
+    )
+    member.create_user(UserName="dana")
+    aws.invoke(record("CreateUser", "dana", MEMBER_DEVELOPER, account=OTHER_ACCOUNT))
+    assert sent == ["guardrail-7f3a"]
+
+
+def test_sweep_visits_member_accounts(aws: Aws, member: boto3.client, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GUARDRAIL_SWEEP_ACCOUNTS", OTHER_ACCOUNT)
+    runtime.reset()
+    member.create_user(UserName="legacy")
+    aws.iam.create_user(UserName="home-legacy")
+    report = aws.invoke_sweep()
+    assert {(f["account"], f["user"]) for f in report["findings"]} == {
+        (OTHER_ACCOUNT, "legacy"),
+        (ACCOUNT, "home-legacy"),
+    }
+    assert policies(member, "legacy") == [POLICY]
+    assert policies(aws.iam, "home-legacy") == [POLICY]
+
+
+def test_unreachable_member_account_does_not_stop_the_sweep(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GUARDRAIL_SWEEP_ACCOUNTS", OTHER_ACCOUNT)
+    runtime.reset()
+    aws.refuse["AssumeRole"] = "AccessDenied"
+    aws.iam.create_user(UserName="home-legacy")
+    report = aws.invoke_sweep()
+    assert [f["user"] for f in report["findings"]] == ["home-legacy"]
+    assert any("AccessDenied" in e for e in report["errors"])
+    assert any("Sweep incomplete" in json.dumps(m) for m in aws.slack.messages)
+
+
+def test_home_account_comes_from_the_lambda_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalice.local import LambdaContext
+
+    from chalicelib.runtime import Runtime
+    from chalicelib.settings import Settings
+
+    rt = Runtime(Settings.from_env({}))
+    context = LambdaContext("on_iam_event", 512)
+    context.invoked_function_arn = "arn:aws:lambda:us-east-1:444455556666:function:iam-user-guardrail-prod-on_iam_event"
+    rt.learn_home_account(context)
+    assert rt.home_account == "444455556666"
+
+
+def test_home_account_falls_back_to_sts(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GUARDRAIL_HOME_ACCOUNT")
+    runtime.reset()
+    assert runtime.get().home_account == ACCOUNT
