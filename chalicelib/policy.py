@@ -42,6 +42,7 @@ from chalicelib.constants import (
     TAG_STATUS,
     TAG_TICKET,
     TAG_USED_FROM,
+    TAG_USER_EVENT,
     TAMPER_EVENTS,
     UPDATE_ACCESS_KEY,
 )
@@ -166,8 +167,8 @@ def _decide(
         return Decision(IGNORE, f"{name} is not an event the guardrail acts on", rule="not_handled")
     if event.error_code:
         return Decision(IGNORE, f"{name} failed with {event.error_code}; nothing was created", rule="failed_call")
-    if own_roles.matches(event.actor.principal_arn):
-        return Decision(IGNORE, f"{name} was made by the guardrail's own role", rule="own_role")
+    # The guardrail never creates users or credentials: a creation event made by its role is judged
+    # like any other (the own-role exemption applies to the tamper events it causes itself).
     if not event.target_user_name:
         if event.actor.type == "Root" and name == CREATE_ACCESS_KEY:
             return Decision(
@@ -247,12 +248,17 @@ def _tamper(
             (DEACTIVATE_KEY,),
             rule="tamper_reactivated_key",
         )
-    touched = tuple(k for k in event.request_tag_keys if k.lower().startswith(TAG_PREFIX))
-    if not touched:
-        return Decision(IGNORE, f"{name} touched no guardrail: tag", rule="no_guardrail_tags")
     ours: Mapping[str, str] = record.get("tags") or {}
+    if name == TAG_USER_EVENT:
+        # Setting a guardrail tag to the value the guardrail recorded changes nothing (and breaks loops).
+        touched = tuple(k for k, v in event.request_tags if k.lower().startswith(TAG_PREFIX) and ours.get(k) != v)
+        remove = tuple(k for k in touched if k not in ours)
+    else:
+        touched = tuple(k for k in event.request_tag_keys if k.lower().startswith(TAG_PREFIX) and k in ours)
+        remove = ()
+    if not touched:
+        return Decision(IGNORE, f"{name} changed no guardrail tag it recorded", rule="no_guardrail_tags")
     restore = tuple((k, ours[k]) for k in touched if k in ours)
-    remove = tuple(k for k in touched if k not in ours)
     steps = (*((UNTAG_USER,) if remove else ()), *((TAG_USER,) if restore else ()))
     return _reverted(
         f"{by} changed the guardrail's tags on {user} ({', '.join(touched)}): restored",

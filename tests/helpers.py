@@ -18,7 +18,7 @@ TERRAFORM = role_identity(ACCOUNT, "terraform-deployer", "tf-run-42")
 DEVELOPER = role_identity(
     ACCOUNT, "AWSReservedSSO_Developer_0123abcd", "dev@example.com", path="/aws-reserved/sso.amazonaws.com/"
 )
-GUARDRAIL_ROLE = role_identity(ACCOUNT, "iam-user-guardrail-dev", "iam-user-guardrail-dev")
+GUARDRAIL_ROLE = role_identity(ACCOUNT, "iam-user-guardrail-dev-on_iam_event", "iam-user-guardrail-dev-on_iam_event")
 MALLORY = user_identity(ACCOUNT, "mallory")
 ROOT = root_identity(ACCOUNT)
 EVENT_TIME = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)

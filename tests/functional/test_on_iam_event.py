@@ -10,7 +10,7 @@ from chalicelib.allowlist import AllowlistError
 from chalicelib.guardrail import ActionFailedError
 from chalicelib.store import StoreUnavailableError
 from tests.functional.conftest import WEBHOOK_PATH, Aws
-from tests.helpers import DEVELOPER, MALLORY, TERRAFORM, record
+from tests.helpers import DEVELOPER, GUARDRAIL_ROLE, MALLORY, TERRAFORM, record
 
 POLICY = "iam-user-guardrail-quarantine"
 
@@ -261,10 +261,8 @@ def test_missing_quarantine_policy_is_a_failure_not_a_silent_skip(aws: Aws) -> N
     assert "run bootstrap" in json.dumps(aws.slack.messages[0])
 
 
-def test_guardrail_own_role_is_ignored(aws: Aws) -> None:
-    from chalicelib.synth import role_identity
-
+def test_a_user_created_by_the_guardrails_own_role_is_still_quarantined(aws: Aws) -> None:
+    """The guardrail never creates users: its role doing so means it was misused."""
     create_user(aws, "alice")
-    own = role_identity("123456789012", "iam-user-guardrail-dev", "x")
-    assert aws.invoke(record("CreateUser", "alice", own))["verdict"] == "ignore"
-    assert aws.user_state("alice")["policies"] == []
+    assert aws.invoke(record("CreateUser", "alice", GUARDRAIL_ROLE))["verdict"] == "quarantine"
+    assert aws.user_state("alice")["policies"] == [POLICY]

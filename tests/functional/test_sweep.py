@@ -275,7 +275,7 @@ def test_guardrails_own_release_is_not_tamper(aws: Aws) -> None:
     key, event_id = quarantined(aws)
     body = interaction_body(aws, "guardrail_approve_7", {"a": ACCOUNT, "u": "bob", "e": event_id})
     assert post_interaction(body, signed_headers(body)).status_code == 200
-    own = role_identity(ACCOUNT, "iam-user-guardrail-dev", "iam-user-guardrail-dev")
+    own = role_identity(ACCOUNT, "iam-user-guardrail-dev-api_handler", "iam-user-guardrail-dev-api_handler")
     for raw in (
         tamper_event("DetachUserPolicy", {"policyArn": POLICY_ARN}, own),
         tamper_event("UpdateAccessKey", {"accessKeyId": key, "status": "Active"}, own),

@@ -38,7 +38,7 @@ from tests.helpers import (
     record,
 )
 
-OWN_ROLES = GlobSet(["arn:aws:iam::*:role/iam-user-guardrail-dev"])
+OWN_ROLES = GlobSet(["arn:aws:iam::*:role/iam-user-guardrail-dev-on_iam_event"])
 EXCEPTION = ActiveException(ACCOUNT, "contractor", EVENT_TIME + timedelta(days=7), "U0SECLEAD", "pilot")
 KEY = "AKIAEXAMPLENEWKEY001"
 
@@ -132,16 +132,8 @@ CASES = [
         reason="failed with AccessDenied",
         notify=False,
     ),
-    Case(
-        "user-own-role",
-        "CreateUser",
-        "alice",
-        GUARDRAIL_ROLE,
-        verdict=IGNORE,
-        steps=(),
-        severity=INFO,
-        reason="guardrail's own role",
-    ),
+    # the guardrail never creates users: its role doing so is judged like anyone else's
+    Case("user-own-role", "CreateUser", "alice", GUARDRAIL_ROLE, reason="no integration in the allowlist matches"),
     Case("user-by-root", "CreateUser", "tracy", ROOT),
     # CreateAccessKey
     Case(

@@ -14,7 +14,7 @@ from chalicelib.policy import ATTACH_QUARANTINE, DEACTIVATE_KEY, TAG_USER, UNTAG
 from chalicelib.synth import cloudtrail_record
 from tests.helpers import ACCOUNT, EVENT_TIME, GUARDRAIL_ROLE, MALLORY, REAL_FIXTURES, allowlist, real_fixture
 
-OWN = GlobSet(["arn:aws:iam::*:role/iam-user-guardrail-dev"])
+OWN = GlobSet(["arn:aws:iam::*:role/iam-user-guardrail-dev-on_iam_event"])
 POLICY_ARN = f"arn:aws:iam::{ACCOUNT}:policy/iam-user-guardrail-quarantine"
 KEY = "AKIAGUARDRAILOFF0001"
 RECORD = {
@@ -105,3 +105,10 @@ def test_nothing_is_reverted_during_an_active_exception() -> None:
 def test_real_tamper_shaped_records_that_are_not_tamper(name: str) -> None:
     event = parse_event(real_fixture(name))
     assert decide(event, allowlist(), own_roles=OWN, record=RECORD).verdict == IGNORE
+
+
+def test_no_loop_when_tags_already_hold_the_guardrails_values() -> None:
+    same = tamper("TagUser", {"tags": [{"key": "guardrail:status", "value": "quarantined"}]})
+    assert decide(parse_event(same), allowlist(), own_roles=OWN, record=RECORD).verdict == IGNORE
+    not_ours = tamper("UntagUser", {"tagKeys": ["guardrail:integration"]})
+    assert decide(parse_event(not_ours), allowlist(), own_roles=OWN, record=RECORD).verdict == IGNORE
