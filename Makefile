@@ -4,7 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint format bench check-allowlist clean
+STAGE  ?= prod
+
+.PHONY: demo test lint format bench package check-allowlist clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +31,12 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench
+
+# The deployable template: Chalice's functions, role, rule and API merged with infra/resources.yaml.
+package: $(STAMP)
+	rm -rf build/$(STAGE)
+	AWS_DEFAULT_REGION=us-east-1 $(BIN)/chalice package --stage $(STAGE) --merge-template infra/resources.yaml build/$(STAGE)
+	@echo "build/$(STAGE)/sam.yaml and deployment.zip: see README 'Deploy to a real account'"
 
 check-allowlist: $(STAMP)
 	$(BIN)/python -m chalicelib.cli check-allowlist

@@ -1,0 +1,231 @@
+"""Infrastructure as code: cfn-lint on every template, parliament on every policy document, and the
+template, bootstrap, the Lambda role and the member-account role agreeing with each other."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.decode import decode
+from parliament import analyze_policy_string
+
+from app import IAM_EVENT_PATTERN
+from chalicelib.bootstrap import TABLE_ATTRIBUTES, TABLE_KEY_SCHEMA, TTL_ATTRIBUTE
+from chalicelib.constants import DEFAULT_QUARANTINE_POLICY_NAME, QUARANTINE_POLICY_DOCUMENT
+from tests.helpers import REPO
+
+CFN_LINT = Path(sys.executable).parent / "cfn-lint"
+RESOURCES = REPO / "infra" / "resources.yaml"
+MEMBER = REPO / "infra" / "member-account.yaml"
+CONFIG = json.loads((REPO / ".chalice" / "config.json").read_text())
+ROLE_POLICIES = sorted((REPO / ".chalice").glob("policy-*.json"))
+SAMPLE = {
+    "AWS::Partition": "aws",
+    "AWS::AccountId": "111122223333",
+    "AWS::Region": "us-east-1",
+    "Stage": "prod",
+    "SecurityAccountId": "999988887777",
+}
+
+
+def template(path: Path) -> dict[str, Any]:
+    loaded, problems = decode(str(path))
+    assert not problems, problems
+    return json.loads(json.dumps(loaded))
+
+
+def lint(path: Path, *ignore: str) -> subprocess.CompletedProcess[str]:
+    argv = [str(CFN_LINT), str(path)] + ([f"--ignore-checks={','.join(ignore)}"] if ignore else [])
+    return subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603 - our venv's tool
+
+
+def resolve(value: Any, refs: dict[str, Any]) -> Any:
+    """Replace Ref / Fn::Sub with sample values so that parliament reads plain policies."""
+    if isinstance(value, dict):
+        if set(value) == {"Ref"}:
+            return refs.get(value["Ref"], SAMPLE.get(value["Ref"], value["Ref"]))
+        if set(value) == {"Fn::Sub"}:
+            return re.sub(r"\$\{([^}]+)\}", lambda m: str(SAMPLE.get(m.group(1), m.group(1))), value["Fn::Sub"])
+        return {k: resolve(v, refs) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve(v, refs) for v in value]
+    return value
+
+
+def template_policies(path: Path) -> dict[str, dict[str, Any]]:
+    """Every IAM policy document a template declares, resolved."""
+    resources = template(path)["Resources"]
+    refs = {
+        "QuarantinePolicy": f"arn:aws:iam::111122223333:policy/{DEFAULT_QUARANTINE_POLICY_NAME}",
+        "GuardrailRoleArns": ["arn:aws:iam::999988887777:role/iam-user-guardrail-prod-on_iam_event"],
+        "ExternalId": "example-external-id",
+    }
+    found = {}
+    for name, resource in resources.items():
+        props = resource.get("Properties", {})
+        if resource["Type"] == "AWS::IAM::ManagedPolicy":
+            found[name] = resolve(props["PolicyDocument"], refs)
+        for policy in props.get("Policies", []):
+            found[f"{name}/{policy['PolicyName']}"] = resolve(policy["PolicyDocument"], refs)
+    return found
+
+
+# -- cfn-lint ----------------------------------------------------------------------------------
+
+
+def test_member_account_template_lints_clean() -> None:
+    done = lint(MEMBER)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_resources_fragment_lints_clean_but_for_references_to_chalices_resources() -> None:
+    # E1020/E6101: Ref/GetAtt of OnIamEvent, Sweep, OnIamEventRole, which `chalice package` adds.
+    done = lint(RESOURCES, "E1020", "E6101")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("package") / "prod"
+    chalice = Path(sys.executable).parent / "chalice"
+    done = subprocess.run(  # noqa: S603 - our venv's chalice
+        [str(chalice), "package", "--stage", "prod", "--merge-template", str(RESOURCES), str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"},
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out / "sam.yaml"
+
+
+def test_merged_package_lints_clean_warnings_included(packaged: Path) -> None:
+    done = lint(packaged)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_merged_package_wires_the_failure_path(packaged: Path) -> None:
+    resources = template(packaged)["Resources"]
+    invoke = resources["OnIamEventInvokeConfig"]["Properties"]
+    assert invoke["FunctionName"] == {"Ref": "OnIamEvent"}
+    assert invoke["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+    assert resources["OnIamEvent"]["Type"] == "AWS::Serverless::Function"
+    pattern = resources["OnIamEvent"]["Properties"]["Events"]["OnIamEventEvent"]["Properties"]["Pattern"]
+    assert pattern == json.loads(json.dumps(IAM_EVENT_PATTERN))
+    for role in ("OnIamEventRole", "SweepRole", "ApiHandlerRole"):
+        [policy] = resources[role]["Properties"]["Policies"]
+        assert policy["PolicyDocument"] == json.loads((REPO / ".chalice" / "policy-prod.json").read_text())
+
+
+# -- parliament ----------------------------------------------------------------------------------
+
+
+def findings(document: dict[str, Any]) -> list[str]:
+    policy = analyze_policy_string(json.dumps(document))
+    return [f"{f.issue}: {f.detail} {f.location}" for f in policy.findings]
+
+
+def test_parliament_does_find_problems() -> None:
+    """So that 'no findings' below means something."""
+    bad = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iam:PassRole", "Resource": "*"}]}
+    assert findings(bad)
+
+
+POLICY_DOCUMENTS = {
+    **{p.name: json.loads(p.read_text()) for p in ROLE_POLICIES},
+    "constants.QUARANTINE_POLICY_DOCUMENT": QUARANTINE_POLICY_DOCUMENT,
+    **{f"resources.yaml:{k}": v for k, v in template_policies(RESOURCES).items()},
+    **{f"member-account.yaml:{k}": v for k, v in template_policies(MEMBER).items()},
+}
+
+
+@pytest.mark.parametrize("name", sorted(POLICY_DOCUMENTS))
+def test_every_policy_document_passes_parliament(name: str) -> None:
+    assert findings(POLICY_DOCUMENTS[name]) == []
+
+
+# -- the same resources and permissions everywhere -------------------------------------------------
+
+
+def test_bootstrap_and_template_create_the_same_table_and_policy() -> None:
+    resources = template(RESOURCES)["Resources"]
+    table = resources["GuardrailTable"]["Properties"]
+    assert table["KeySchema"] == TABLE_KEY_SCHEMA
+    assert table["AttributeDefinitions"] == TABLE_ATTRIBUTES
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["TimeToLiveSpecification"] == {"AttributeName": TTL_ATTRIBUTE, "Enabled": True}
+    assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert table["SSESpecification"]["SSEEnabled"] is True
+    for path in (RESOURCES, MEMBER):
+        policy = template(path)["Resources"]["QuarantinePolicy"]["Properties"]
+        assert policy["ManagedPolicyName"] == DEFAULT_QUARANTINE_POLICY_NAME
+        assert policy["PolicyDocument"] == QUARANTINE_POLICY_DOCUMENT
+
+
+@pytest.mark.parametrize("stage", sorted(CONFIG["stages"]))
+def test_template_names_match_each_stages_settings(stage: str) -> None:
+    env = CONFIG["stages"][stage]["environment_variables"]
+    resources = template(RESOURCES)["Resources"]
+    sample = {**SAMPLE, "Stage": stage}
+    name = resolve(resources["GuardrailTable"]["Properties"]["TableName"], {})
+    assert re.sub("prod", stage, name) == env["GUARDRAIL_TABLE"]
+    secret = resources["SlackSecret"]["Properties"]["Name"]["Fn::Sub"].replace("${Stage}", sample["Stage"])
+    assert secret == env["GUARDRAIL_SLACK_SECRET_ID"]
+    queue = resources["DeadLetterQueue"]["Properties"]["QueueName"]["Fn::Sub"].replace("${Stage}", stage)
+    role_policy = json.loads((REPO / ".chalice" / CONFIG["stages"][stage]["iam_policy_file"]).read_text())
+    assert any(
+        s["Resource"].endswith(f":{queue}") for s in role_policy["Statement"] if s["Action"] == "sqs:SendMessage"
+    )
+    assert env["GUARDRAIL_QUARANTINE_POLICY_NAME"] == DEFAULT_QUARANTINE_POLICY_NAME
+
+
+def iam_statements(document: dict[str, Any]) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
+    """Sid -> (IAM actions, condition keys): what must match between the two roles."""
+    result = {}
+    for statement in document["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        if statement["Effect"] == "Allow" and all(a.startswith("iam:") for a in actions):
+            keys = {k for block in statement.get("Condition", {}).values() for k in block}
+            result[statement["Sid"]] = (frozenset(actions), frozenset(keys))
+    return result
+
+
+def test_member_remediation_role_has_the_lambda_roles_iam_permissions_and_no_more() -> None:
+    member = template_policies(MEMBER)["GuardrailRemediationRole/iam-user-guardrail-remediation"]
+    lambda_role = json.loads((REPO / ".chalice" / "policy-prod.json").read_text())
+    assert iam_statements(member) == iam_statements(lambda_role)
+    assert {s["Sid"] for s in member["Statement"]} == set(iam_statements(lambda_role))
+
+
+def test_member_role_trusts_only_the_guardrail_with_an_external_id() -> None:
+    role = template(MEMBER)["Resources"]["GuardrailRemediationRole"]["Properties"]
+    assert role["RoleName"] == "GuardrailRemediationRole"
+    [statement] = role["AssumeRolePolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"AWS": {"Ref": "GuardrailRoleArns"}}
+    assert statement["Condition"] == {"StringEquals": {"sts:ExternalId": {"Ref": "ExternalId"}}}
+    for stage in CONFIG["stages"].values():
+        assert (
+            "arn:aws:iam::*:role/GuardrailRemediationRole" in stage["environment_variables"]["GUARDRAIL_OWN_ROLE_ARNS"]
+        )
+
+
+def test_member_account_forwards_exactly_the_events_the_app_subscribes_to() -> None:
+    rule = template(MEMBER)["Resources"]["ForwardIamEventsRule"]["Properties"]
+    assert rule["EventPattern"] == json.loads(json.dumps(IAM_EVENT_PATTERN))
+    assert rule["Targets"][0]["Arn"]["Fn::Sub"].endswith(":event-bus/default")
+
+
+def test_central_bus_accepts_events_from_the_organization_only() -> None:
+    bus = template(RESOURCES)["Resources"]["OrganizationEventBusPolicy"]
+    assert bus["Condition"] == "ForwardFromOrganization"
+    statement = bus["Properties"]["Statement"]
+    assert statement["Action"] == "events:PutEvents"
+    assert statement["Condition"] == {"StringEquals": {"aws:PrincipalOrgID": {"Ref": "OrganizationId"}}}
