@@ -20,6 +20,9 @@ def test_bootstrap_is_idempotent(aws: Aws, capsys: pytest.CaptureFixture[str]) -
     assert f"table: {aws.table}: exists" in capsys.readouterr().out
     ttl = aws.ddb.describe_time_to_live(TableName=aws.table)["TimeToLiveDescription"]
     assert ttl["AttributeName"] == "ttl"
+    backups = aws.ddb.describe_continuous_backups(TableName=aws.table)["ContinuousBackupsDescription"]
+    assert backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED"
+    assert aws.ddb.describe_table(TableName=aws.table)["Table"]["SSEDescription"]["Status"] == "ENABLED"
     policy = aws.iam.get_policy(PolicyArn="arn:aws:iam::123456789012:policy/iam-user-guardrail-quarantine")
     version = aws.iam.get_policy_version(
         PolicyArn=policy["Policy"]["Arn"], VersionId=policy["Policy"]["DefaultVersionId"]
