@@ -57,17 +57,7 @@ def scenes() -> list[Scene]:
             "CreateUser", user="svc-datadog", identity=TERRAFORM, path="/integrations/", user_agent=TERRAFORM_USER_AGENT
         )
 
-    def approved_key(iam: Any) -> dict[str, Any]:
-        key = iam.create_access_key(UserName="svc-datadog")["AccessKey"]["AccessKeyId"]
-        return cloudtrail_record(
-            "CreateAccessKey",
-            user="svc-datadog",
-            identity=TERRAFORM,
-            access_key_id=key,
-            user_agent=TERRAFORM_USER_AGENT,
-        )
-
-    def second_key(iam: Any) -> dict[str, Any]:
+    def terraform_key(iam: Any) -> dict[str, Any]:
         key = iam.create_access_key(UserName="svc-datadog")["AccessKey"]["AccessKeyId"]
         return cloudtrail_record(
             "CreateAccessKey",
@@ -103,8 +93,8 @@ def scenes() -> list[Scene]:
 
     return [
         Scene("Terraform creates the approved integration user svc-datadog", "svc-datadog", approved_user),
-        Scene("Terraform creates its first access key", "svc-datadog", approved_key),
-        Scene("Terraform creates a second key (max_access_keys is 1)", "svc-datadog", second_key),
+        Scene("Terraform creates its first access key", "svc-datadog", terraform_key),
+        Scene("Terraform creates a second key (max_access_keys is 1)", "svc-datadog", terraform_key),
         Scene("A developer creates an IAM user by hand", "dana-debug", developer_user),
         Scene("An IAM user creates a key for another user (backdoor pattern)", "bob-legacy", backdoor_key),
         Scene("A developer sets a console password on the integration user", "svc-datadog", console_password),

@@ -20,6 +20,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -44,6 +45,15 @@ _DESER = TypeDeserializer()
 
 class StoreUnavailableError(RuntimeError):
     """The table could not be read or written."""
+
+
+@contextmanager
+def _unavailable(verb: str, table: str) -> Iterator[None]:
+    """Turn botocore's errors into StoreUnavailableError (callers decide what a failure means)."""
+    try:
+        yield
+    except (ClientError, BotoCoreError) as exc:
+        raise StoreUnavailableError(f"cannot {verb} table {table}: {error_code(exc)}") from exc
 
 
 def utcnow() -> datetime:
@@ -136,15 +146,13 @@ class Store:
         """Strongly consistent read of up to 100 items, keyed by (pk, sk)."""
         request = {self.table: {"Keys": [_encode({"pk": pk, "sk": sk}) for pk, sk in keys], "ConsistentRead": True}}
         items: list[dict[str, Any]] = []
-        try:
+        with _unavailable("read", self.table):
             for _ in range(5):
                 reply = self._ddb.batch_get_item(RequestItems=request)
                 items += [_decode(i) for i in reply.get("Responses", {}).get(self.table, [])]
                 request = reply.get("UnprocessedKeys") or {}
                 if not request:
                     break
-        except (ClientError, BotoCoreError) as exc:
-            raise StoreUnavailableError(f"cannot read table {self.table}: {error_code(exc)}") from exc
         if request:
             raise StoreUnavailableError(f"table {self.table} left keys unprocessed")
         return {(item["pk"], item["sk"]): item for item in items}
@@ -159,12 +167,10 @@ class Store:
             "KeyConditionExpression": "pk = :pk" + (" AND sk >= :since" if since else ""),
             "ExpressionAttributeValues": _encode({"pk": pk, **({"since": since} if since else {})}, prefix=":"),
         }
-        try:
+        with _unavailable("query", self.table):
             for page in self._ddb.get_paginator("query").paginate(**kwargs):
                 for item in page.get("Items", []):
                     yield _decode(item)
-        except (ClientError, BotoCoreError) as exc:
-            raise StoreUnavailableError(f"cannot query table {self.table}: {error_code(exc)}") from exc
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -196,14 +202,14 @@ class Store:
     def transact(self, items: list[dict[str, Any]]) -> bool:
         """Write atomically; False when the first item's condition failed (someone got there first)."""
         try:
-            self._ddb.transact_write_items(TransactItems=items)
-        except ClientError as exc:
-            reasons = exc.response.get("CancellationReasons") or []
+            with _unavailable("write", self.table):
+                self._ddb.transact_write_items(TransactItems=items)
+        except StoreUnavailableError as exc:
+            cause = exc.__cause__
+            reasons = cause.response.get("CancellationReasons") or [] if isinstance(cause, ClientError) else []
             if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
                 return False
-            raise StoreUnavailableError(f"cannot write table {self.table}: {error_code(exc)}") from exc
-        except BotoCoreError as exc:
-            raise StoreUnavailableError(f"cannot write table {self.table}: {error_code(exc)}") from exc
+            raise
         return True
 
     def put(
@@ -217,13 +223,11 @@ class Store:
         """Put one item; False when `condition` failed."""
         kwargs = self.put_op(item, condition=condition, values=values, names=names)["Put"]
         try:
-            self._ddb.put_item(**kwargs)
-        except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
+            self._write(self._ddb.put_item, **kwargs)
+        except StoreUnavailableError as exc:
+            if exc.__cause__ is not None and error_code(exc.__cause__) == "ConditionalCheckFailedException":  # type: ignore[arg-type]
                 return False
-            raise StoreUnavailableError(f"cannot write table {self.table}: {error_code(exc)}") from exc
-        except BotoCoreError as exc:
-            raise StoreUnavailableError(f"cannot write table {self.table}: {error_code(exc)}") from exc
+            raise
         return True
 
     def delete(self, pk: str, sk: str) -> None:
@@ -324,10 +328,8 @@ class Store:
         }
 
     def _write(self, method: Callable[..., Any], **kwargs: Any) -> None:
-        try:
+        with _unavailable("write", self.table):
             method(**kwargs)
-        except (ClientError, BotoCoreError) as exc:
-            raise StoreUnavailableError(f"cannot write table {self.table}: {error_code(exc)}") from exc
 
 
 def _encode(values: Mapping[str, Any], *, prefix: str = "") -> dict[str, Any]:

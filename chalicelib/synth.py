@@ -188,6 +188,15 @@ def synthetic_records(
     )
     app_role = role_identity(account, "app", "i-0123456789abcdef0")
     ci_user = user_identity(account, "legacy-ci-bot")
+    terraform_ua = {"user_agent": TERRAFORM_USER_AGENT}
+    iam_kinds: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
+        (CREATE_USER, "svc-datadog-{n}", terraform, {"path": "/integrations/", **terraform_ua}),
+        (CREATE_USER, "dev-{n}", developer, {}),
+        (CREATE_ACCESS_KEY, "svc-datadog-{n}", terraform, terraform_ua),
+        (CREATE_ACCESS_KEY, "dev-{n}", ci_user, {}),
+        (CREATE_LOGIN_PROFILE, "dev-{n}", developer, {}),
+        (CREATE_USER, "x-{n}", developer, {"error_code": "AccessDenied"}),
+    ]
     for index in range(count):
         when = start + timedelta(seconds=index * 2)
         event_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
@@ -215,53 +224,19 @@ def synthetic_records(
             continue
         kind = rng.randrange(10)
         n = rng.randrange(50)
-        if kind == 0:
+        if kind < len(iam_kinds):
+            name, user, identity, extra = iam_kinds[kind]
             yield cloudtrail_record(
-                CREATE_USER,
-                user=f"svc-datadog-{n}",
-                identity=terraform,
-                path="/integrations/",
-                event_time=when,
-                event_id=event_id,
-                user_agent=TERRAFORM_USER_AGENT,
-            )
-        elif kind == 1:
-            yield cloudtrail_record(
-                CREATE_USER, user=f"dev-{n}", identity=developer, event_time=when, event_id=event_id
-            )
-        elif kind == 2:
-            yield cloudtrail_record(
-                CREATE_ACCESS_KEY,
-                user=f"svc-datadog-{n}",
-                identity=terraform,
-                event_time=when,
-                event_id=event_id,
-                user_agent=TERRAFORM_USER_AGENT,
-            )
-        elif kind == 3:
-            yield cloudtrail_record(
-                CREATE_ACCESS_KEY, user=f"dev-{n}", identity=ci_user, event_time=when, event_id=event_id
-            )
-        elif kind == 4:
-            yield cloudtrail_record(
-                CREATE_LOGIN_PROFILE, user=f"dev-{n}", identity=developer, event_time=when, event_id=event_id
-            )
-        elif kind == 5:
-            yield cloudtrail_record(
-                CREATE_USER,
-                user=f"x-{n}",
-                identity=developer,
-                event_time=when,
-                event_id=event_id,
-                error_code="AccessDenied",
+                name, user=user.format(n=n), identity=identity, event_time=when, event_id=event_id, **extra
             )
         else:
-            name = ("AttachUserPolicy", "DetachUserPolicy", "TagUser", "GetUser")[kind - 6]
+            name = ("AttachUserPolicy", "DetachUserPolicy", "TagUser", "GetUser")[kind - len(iam_kinds)]
             record = cloudtrail_record(name, user=f"dev-{n}", identity=developer, event_time=when, event_id=event_id)
-            record["requestParameters"] = {
-                "userName": f"dev-{n}",
-                "policyArn": "arn:aws:iam::aws:policy/ReadOnlyAccess",
-            }
+            record["requestParameters"] = {"userName": f"dev-{n}"}
+            if name.endswith("UserPolicy"):
+                record["requestParameters"]["policyArn"] = "arn:aws:iam::aws:policy/ReadOnlyAccess"
+            elif name == "TagUser":
+                record["requestParameters"]["tags"] = [{"key": "team", "value": "payments"}]
             yield record
 
 
