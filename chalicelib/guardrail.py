@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -300,11 +300,3 @@ class Guardrail:
     @staticmethod
     def _log(result: HandleResult) -> None:
         log.info(json.dumps({"msg": "event handled", **result.to_dict()}, default=str))
-
-
-def summarise(results: Sequence[HandleResult]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for result in results:
-        key = result.decision.verdict if result.decision else result.status
-        counts[key] = counts.get(key, 0) + 1
-    return counts
