@@ -95,6 +95,30 @@ class HandleResult:
         return data
 
 
+class _AccountIam:
+    """The IAM actions of the event's account, resolved only if a decision needs IAM (once)."""
+
+    def __init__(self, iam_for: Callable[[str], IamActions], event: IamEvent) -> None:
+        self._iam_for = iam_for
+        self._event = event
+        self._iam: IamActions | None = None
+        self._resolved = False
+        self.unreachable = ""
+
+    def get(self) -> IamActions | None:
+        if not self._resolved:
+            self._resolved = True
+            if self._event.account_is_valid:
+                try:
+                    self._iam = self._iam_for(self._event.account)
+                except AccountAccessError as exc:
+                    self.unreachable = str(exc)
+                    log.error(
+                        json.dumps({"msg": "account unreachable", "account": self._event.account, "error": str(exc)})
+                    )
+        return self._iam
+
+
 class Guardrail:
     def __init__(
         self,
@@ -143,20 +167,15 @@ class Guardrail:
             log.info(json.dumps({"msg": "duplicate delivery ignored", "event_id": event.event_id}))
             return result
 
-        iam: IamActions | None = None
-        unreachable = ""
-        try:
-            iam = self.iam_for(event.account) if event.account_is_valid else None
-        except AccountAccessError as exc:
-            unreachable = str(exc)
-            log.error(json.dumps({"msg": "account unreachable", "account": event.account, "error": unreachable}))
-        decision = self._decide(event, state, iam)
+        account = _AccountIam(self.iam_for, event)
+        decision = self._decide(event, state, account)
         result.decision = decision
         if decision.mode == ENFORCE and decision.steps:
+            iam = account.get()
             if iam is not None:
                 result.results = self._act(iam, event, decision)
-            elif unreachable:
-                result.results = [ActionResult("assume_role", event.account, UNREACHABLE, unreachable)]
+            elif account.unreachable:
+                result.results = [ActionResult("assume_role", event.account, UNREACHABLE, account.unreachable)]
         failed = [r for r in result.results if r.status == FAILED]
         gone = any(r.status in (GONE, UNREACHABLE) for r in result.results)
 
@@ -195,10 +214,11 @@ class Guardrail:
             raise store_error
         return result
 
-    def _decide(self, event: IamEvent, state: EventState, iam: IamActions | None) -> Decision:
+    def _decide(self, event: IamEvent, state: EventState, account: _AccountIam) -> Decision:
         needed = facts_needed(event, self.allowlist)
         facts = None
-        if needed and iam is not None:
+        iam = account.get() if needed else None
+        if iam is not None:
             facts = iam.user_facts(event.target_user_name, path=needed.path, keys=needed.keys)
         return decide(
             event,

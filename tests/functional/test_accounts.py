@@ -124,3 +124,13 @@ def test_home_account_falls_back_to_sts(aws: Aws, monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("GUARDRAIL_HOME_ACCOUNT")
     runtime.reset()
     assert runtime.get().home_account == ACCOUNT
+
+
+def test_events_that_need_no_iam_do_not_assume_a_role(aws: Aws) -> None:
+    from chalicelib.synth import cloudtrail_record
+
+    raw = cloudtrail_record("TagUser", user="dana", identity=MEMBER_DEVELOPER, account=OTHER_ACCOUNT)
+    raw["requestParameters"] = {"userName": "dana", "tags": [{"key": "team", "value": "x"}]}
+    raw["responseElements"] = None
+    assert aws.invoke(raw)["verdict"] == "ignore"
+    assert aws.calls["sts.AssumeRole"] == 0
