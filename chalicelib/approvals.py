@@ -21,7 +21,7 @@ from chalicelib.constants import (
     TAG_REASON,
     TAG_STATUS,
 )
-from chalicelib.iam import DONE, GONE, ActionResult, IamActions, sanitise_tag_value
+from chalicelib.iam import DONE, GONE, AccountAccessError, ActionResult, IamActions, sanitise_tag_value
 from chalicelib.policy import exception_tags
 from chalicelib.store import (
     EVENT_SK,
@@ -73,6 +73,12 @@ class ConflictError(ApprovalError):
     status = 409
 
 
+class AccountUnreachableError(ApprovalError):
+    """The account's remediation role could not be assumed."""
+
+    status = 502
+
+
 class ReleaseFailedError(ApprovalError):
     """IAM refused part of a release or re-quarantine; the state says what was done."""
 
@@ -114,6 +120,12 @@ class Approvals:
         self.allowlist = allowlist
         self._clock = clock
 
+    def _iam(self, account: str) -> IamActions:
+        try:
+            return self._iam_for(account)
+        except AccountAccessError as exc:
+            raise AccountUnreachableError(str(exc), "account") from None
+
     def now(self) -> datetime:
         return self._clock()
 
@@ -148,7 +160,7 @@ class Approvals:
             raise InvalidRequestError(f"reason is longer than {REASON_MAX} characters", "reason")
         if not isinstance(request.ticket, str) or len(request.ticket) > TICKET_MAX:
             raise InvalidRequestError(f"ticket must be a string of at most {TICKET_MAX} characters", "ticket")
-        iam = self._iam_for(account)
+        iam = self._iam(account)
         if not iam.user_exists(user):
             raise NotFoundError(f"user {user} does not exist in account {account}", "user")
         found = self.store.get_many([(EXCEPTION_PK, user_sk(account, user)), (USER_PK, user_sk(account, user))])
@@ -257,6 +269,7 @@ class Approvals:
         account, user = item["account"], item["user"]
         tags = ((TAG_STATUS, STATUS_QUARANTINED), (TAG_REASON, sanitise_tag_value(why)))
         keys = tuple(item.get("reactivated_keys", ()))
+        iam = self._iam(account)  # before any state changes: an unreachable account changes nothing
         written = self.store.transact(
             [
                 self.store.update_op(
@@ -275,7 +288,6 @@ class Approvals:
         )
         if not written:
             raise ConflictError(f"the exception of {user} was already ended")
-        iam = self._iam_for(account)
         results = [iam.set_key_status(user, key, "Inactive") for key in keys]
         results.append(iam.attach_quarantine(user, account))
         if results[-1].status != GONE:

@@ -78,6 +78,9 @@ class SlackInteractions:
         except StoreUnavailableError as exc:
             log.error("interaction failed: %s", exc)
             self._tell(payload, "The guardrail's table is unreachable; nothing was changed. Try again shortly.")
+        except Exception:  # Slack shows the clicker an error either way; ours says what to do
+            log.exception("interaction failed")
+            self._tell(payload, ":x: The guardrail failed to act on this click; nothing was decided. Try again.")
         return Reply(200)
 
     # -- steps -------------------------------------------------------------------------------
@@ -100,14 +103,14 @@ class SlackInteractions:
 
     def _act(self, payload: dict[str, Any]) -> None:
         if payload.get("type") != "block_actions":
-            raise RefusedError(f"unsupported interaction type {str(payload.get('type'))[:40]!r}")
+            raise RefusedError(f"unsupported interaction type {safe(repr(str(payload.get('type'))), 60)}")
         actions = payload.get("actions")
         if not isinstance(actions, list) or len(actions) != 1 or not isinstance(actions[0], dict):
             raise RefusedError("expected exactly one action")
         action = actions[0]
         action_id = action.get("action_id")
         if action_id not in OUR_ACTIONS:
-            raise RefusedError(f"unknown action {str(action_id)[:60]!r}")
+            raise RefusedError(f"unknown action {safe(repr(str(action_id)), 80)}")
         clicker = _slack_user(payload)
         if clicker not in self.approvals.allowlist.approvers.slack_user_ids:
             raise RefusedError("you are not an approver in the guardrail's allowlist")
@@ -126,6 +129,9 @@ class SlackInteractions:
         except ApprovalError as exc:
             self.store.delete(decision_pk(event_id), DECISION_SK)
             raise RefusedError(str(exc)) from None
+        except Exception:
+            self.store.delete(decision_pk(event_id), DECISION_SK)  # undecided: the click may be repeated
+            raise
         self._replace_buttons(payload, outcome)
 
     def _claim(self, event_id: str, clicker: str, action_id: str) -> None:

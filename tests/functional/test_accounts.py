@@ -134,3 +134,33 @@ def test_events_that_need_no_iam_do_not_assume_a_role(aws: Aws) -> None:
     raw["responseElements"] = None
     assert aws.invoke(raw)["verdict"] == "ignore"
     assert aws.calls["sts.AssumeRole"] == 0
+
+
+def test_approving_in_an_unreachable_account_decides_nothing(aws: Aws, member: boto3.client) -> None:
+    from tests.functional.approval_helpers import (
+        api,
+        interaction_body,
+        post_interaction,
+        signed_headers,
+        store_slack_secret,
+    )
+
+    store_slack_secret(aws)
+    member.create_user(UserName="dana")
+    raw = record("CreateUser", "dana", MEMBER_DEVELOPER, account=OTHER_ACCOUNT)
+    aws.invoke(raw)
+    assert policies(member, "dana") == [POLICY]
+    aws.refuse["AssumeRole"] = "AccessDenied"
+    runtime.reset()  # forget the cached member credentials
+    aws._instrument()
+    aws.slack.clear()
+    body = interaction_body(aws, "guardrail_approve_7", {"a": OTHER_ACCOUNT, "u": "dana", "e": raw["eventID"]})
+    assert post_interaction(body, signed_headers(body)).status_code == 200
+    reply = next(r["json"] for r in aws.slack.requests if r["path"].startswith("/response/"))
+    assert reply["response_type"] == "ephemeral" and "cannot assume" in reply["text"]
+    assert aws.items(f"DECISION#{raw['eventID']}") == []  # not decided: may be clicked again later
+    status, answer = api(
+        "POST", "/exceptions", body={"account": OTHER_ACCOUNT, "user": "dana", "days": 1, "reason": "r"}
+    )
+    assert status == 502 and answer["field"] == "account"
+    assert policies(member, "dana") == [POLICY]
