@@ -143,3 +143,18 @@ def test_key_counts_follow_the_replayed_history() -> None:
         replayer._replay_record(Path("mem"), str(index), raw)
     assert [u["decision"] for u in replayer.summary.users] == ["alert"]
     assert replayer.summary.decisions == {"approve": 2, "alert": 1}
+
+
+def test_cloudtrail_objects_without_iam_events_are_counted_without_parsing(tmp_path: Path) -> None:
+    noise = [record("CreateUser", f"u{n}", DEVELOPER) | {"eventSource": "s3.amazonaws.com"} for n in range(7)]
+    compact = json.dumps({"Records": noise}, separators=(",", ":")).encode()
+    (tmp_path / "noise.json.gz").write_bytes(gzip.compress(compact))
+    pretty = json.dumps({"Records": noise}, indent=2).encode()  # not as AWS writes it: parsed
+    (tmp_path / "pretty.json").write_bytes(pretty)
+    replayer = Replayer(allowlist())
+    calls = []
+    original = replayer._records
+    replayer._records = lambda path, raw: calls.append(path.name) or original(path, raw)  # type: ignore[method-assign]
+    summary = replayer.replay([tmp_path])
+    assert (summary.records, summary.iam_events, summary.skipped) == (14, 0, [])
+    assert calls == ["pretty.json"]
