@@ -33,6 +33,10 @@ if TYPE_CHECKING:  # the approval, sweep and Slack modules load only where they 
     from chalicelib.sweep import Reconciler, SweepReport
 
 log = logging.getLogger(__name__)
+# At debug level botocore and urllib3 log request and response bodies: Secrets Manager values,
+# Slack tokens. Whatever level the function is configured with, they stay at INFO or above.
+for _noisy in ("botocore", "boto3", "urllib3"):
+    logging.getLogger(_noisy).setLevel(max(logging.INFO, logging.getLogger(_noisy).level))
 
 
 class SlackSecretError(RuntimeError):

@@ -266,3 +266,25 @@ def test_a_user_created_by_the_guardrails_own_role_is_still_quarantined(aws: Aws
     create_user(aws, "alice")
     assert aws.invoke(record("CreateUser", "alice", GUARDRAIL_ROLE))["verdict"] == "quarantine"
     assert aws.user_state("alice")["policies"] == [POLICY]
+
+
+def test_no_secret_reaches_the_logs(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.delenv("SLACK_WEBHOOK_URL")
+    monkeypatch.setenv("GUARDRAIL_SLACK_API_URL", aws.slack.url + "/api/")
+    token, signing = "xoxb-secret-token-123", "signing-secret-456"
+    aws.secrets.create_secret(
+        Name="iam-user-guardrail/dev/slack",
+        SecretString=json.dumps({"bot_token": token, "channel": "C0SEC", "signing_secret": signing}),
+    )
+    aws.slack.behaviour.extend([(500, 0.0, {})] * 2)  # failures are where secrets tend to leak
+    create_user(aws, "alice")
+    caplog.clear()  # from here on, only what the guardrail logs
+    assert aws.invoke(record("CreateUser", "alice", DEVELOPER))["alert"] == "queued"
+    assert caplog.text  # something was logged
+    assert token not in caplog.text and signing not in caplog.text
+    assert token not in json.dumps(aws.items("OUTBOX"), default=str)

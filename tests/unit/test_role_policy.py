@@ -107,3 +107,11 @@ def test_stage_settings_name_the_stage_resources() -> None:
             assert f"arn:aws:iam::*:role/iam-user-guardrail-{stage}-{function}" in env["GUARDRAIL_OWN_ROLE_ARNS"].split(
                 ","
             )
+
+
+@pytest.mark.parametrize("path", POLICIES, ids=lambda p: p.name)
+def test_audit_partition_is_append_only_for_the_role(path) -> None:
+    policy = json.loads(path.read_text())
+    [deny] = [s for s in policy["Statement"] if s["Effect"] == "Deny"]
+    assert set(deny["Action"]) >= {"dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
+    assert deny["Condition"] == {"ForAnyValue:StringEquals": {"dynamodb:LeadingKeys": ["AUDIT"]}}
