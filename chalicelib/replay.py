@@ -36,7 +36,9 @@ def _skippable(raw: bytes) -> bool:
     Such a file needs no parsing: its records are counted by their `eventVersion` key. Anything
     else (other shapes, hand-edited or broken files) is parsed, so problems are still reported.
     """
-    return raw.startswith(_CLOUDTRAIL_HEAD) and raw.rstrip().endswith(b"]}") and _IAM_BYTES not in raw
+    if not raw.startswith(_CLOUDTRAIL_HEAD) or _IAM_BYTES in raw:
+        return False
+    return raw.endswith(b"]}") or raw.rstrip().endswith(b"]}")
 
 
 @dataclass
@@ -110,16 +112,8 @@ class Replayer:
         if _skippable(raw):
             self.summary.records += raw.count(_RECORD_MARK)
             return
-        for position, record in self._records(path, raw):
-            self.summary.records += 1
-            if not isinstance(record, dict):
-                self._skip(path, position, "record is not a JSON object")
-            elif record.get("eventSource") == IAM_EVENT_SOURCE:
-                self._replay_record(path, position, record)
-
-    def _records(self, path: Path, raw: bytes) -> Iterator[tuple[str, Any]]:
         if path.name.removesuffix(".gz").endswith((".jsonl", ".ndjson")):
-            yield from self._json_lines(path, raw)
+            self._consume(path, self._json_lines(path, raw))
             return
         try:
             document = json.loads(raw)
@@ -127,12 +121,30 @@ class Replayer:
             self._skip(path, "file", "not UTF-8 text")
             return
         except ValueError as exc:
-            if raw.lstrip()[:1] != b"{" or "Extra data" not in str(exc):
+            if raw.lstrip()[:1] == b"{" and "Extra data" in str(exc):
+                self._consume(path, self._json_lines(path, raw))
+            else:
                 self._skip(path, "file", f"not JSON: {exc}")
-                return
-            yield from self._json_lines(path, raw)
             return
-        yield from _unwrap(document, "record")
+        records = document.get("Records") if isinstance(document, dict) else None
+        if not isinstance(records, list):
+            self._consume(path, _unwrap(document, "record"))
+            return
+        # The hot loop (a CloudTrail log object): one type check and one lookup per record.
+        self.summary.records += len(records)
+        for index, record in enumerate(records):
+            if type(record) is not dict:
+                self._skip(path, f"Records[{index}]", "record is not a JSON object")
+            elif record.get("eventSource") == IAM_EVENT_SOURCE:
+                self._replay_record(path, f"Records[{index}]", record)
+
+    def _consume(self, path: Path, records: Iterable[tuple[str, Any]]) -> None:
+        for position, record in records:
+            self.summary.records += 1
+            if not isinstance(record, dict):
+                self._skip(path, position, "record is not a JSON object")
+            elif record.get("eventSource") == IAM_EVENT_SOURCE:
+                self._replay_record(path, position, record)
 
     def _json_lines(self, path: Path, raw: bytes) -> Iterator[tuple[str, Any]]:
         for number, line in enumerate(raw.splitlines(), 1):

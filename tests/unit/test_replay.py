@@ -145,16 +145,17 @@ def test_key_counts_follow_the_replayed_history() -> None:
     assert replayer.summary.decisions == {"approve": 2, "alert": 1}
 
 
-def test_cloudtrail_objects_without_iam_events_are_counted_without_parsing(tmp_path: Path) -> None:
+def test_cloudtrail_objects_without_iam_events_are_counted_without_parsing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     noise = [record("CreateUser", f"u{n}", DEVELOPER) | {"eventSource": "s3.amazonaws.com"} for n in range(7)]
     compact = json.dumps({"Records": noise}, separators=(",", ":")).encode()
     (tmp_path / "noise.json.gz").write_bytes(gzip.compress(compact))
     pretty = json.dumps({"Records": noise}, indent=2).encode()  # not as AWS writes it: parsed
     (tmp_path / "pretty.json").write_bytes(pretty)
-    replayer = Replayer(allowlist())
-    calls = []
-    original = replayer._records
-    replayer._records = lambda path, raw: calls.append(path.name) or original(path, raw)  # type: ignore[method-assign]
-    summary = replayer.replay([tmp_path])
+    parsed: list[int] = []
+    real_loads = json.loads
+    monkeypatch.setattr(json, "loads", lambda raw, *a, **k: parsed.append(len(raw)) or real_loads(raw, *a, **k))
+    summary = Replayer(allowlist()).replay([tmp_path])
     assert (summary.records, summary.iam_events, summary.skipped) == (14, 0, [])
-    assert calls == ["pretty.json"]
+    assert parsed == [len(pretty)]
