@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from chalicelib import runtime  # noqa: E402
 from chalicelib.bootstrap import bootstrap  # noqa: E402
-from chalicelib.devserver import MotoServer, SlackReceiver, environment  # noqa: E402
+from chalicelib.devserver import MotoServer, SlackReceiver, environment, stage_environment  # noqa: E402
 from chalicelib.synth import cloudtrail_record, envelope, role_identity, user_identity, write_logs  # noqa: E402
 
 ACCOUNT = "123456789012"
@@ -63,17 +63,12 @@ FULL = Sizes(cold_runs=11, decisions=50_000, replay_records=1_000_000, replay_ru
 TINY = Sizes(cold_runs=2, decisions=2_000, replay_records=5_000, replay_runs=1, sweep_users=30)
 
 
-def stage_env() -> dict[str, str]:
-    config = json.loads((REPO / ".chalice" / "config.json").read_text())
-    return dict(config["stages"]["dev"]["environment_variables"])
-
-
 @contextmanager
 def aws_world() -> Iterator[tuple[MotoServer, SlackReceiver, dict[str, str]]]:
     with MotoServer() as moto, SlackReceiver() as slack:
         env = {
             **moto.environment(),
-            **stage_env(),
+            **stage_environment("dev"),
             "GUARDRAIL_ALLOWLIST": str(REPO / "chalicelib" / "allowlist.yaml"),
             "SLACK_WEBHOOK_URL": f"{slack.url}/services/TBENCH/BBENCH/bench",
         }

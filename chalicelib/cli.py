@@ -48,7 +48,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from chalicelib.settings import Settings
     from chalicelib.store import AUDIT_PK, Store
 
-    store = Store(Runtime(Settings.from_env()).client("dynamodb"), args.table or Settings.from_env().table)
+    settings = Settings.from_env()
+    store = Store(Runtime(settings).client("dynamodb"), args.table or settings.table)
     shown = 0
     for record in store.query(AUDIT_PK, since=args.since or ""):
         if args.user and record.get("user") != args.user:

@@ -25,7 +25,7 @@ from slack_sdk.signature import SignatureVerifier
 from chalicelib import runtime
 from chalicelib.allowlist import DEFAULT_PATH
 from chalicelib.bootstrap import bootstrap
-from chalicelib.devserver import MotoServer, SlackReceiver, environment
+from chalicelib.devserver import MotoServer, SlackReceiver, environment, stage_environment
 from chalicelib.slack_message import DECISION_BLOCK_ID, render_text
 from chalicelib.synth import TERRAFORM_USER_AGENT, cloudtrail_record, envelope, role_identity, user_identity
 
@@ -43,11 +43,6 @@ class Scene:
     title: str
     user: str
     prepare: Callable[[Any], dict[str, Any]]
-
-
-def stage_environment(stage: str = "dev") -> dict[str, str]:
-    config = json.loads((REPO / ".chalice" / "config.json").read_text())
-    return dict(config["stages"][stage].get("environment_variables", {}))
 
 
 def scenes() -> list[Scene]:

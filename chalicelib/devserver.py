@@ -16,8 +16,11 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
+
+REPO = Path(__file__).resolve().parent.parent
 
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -26,6 +29,12 @@ FAKE_CREDENTIALS = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",
 }
+
+
+def stage_environment(stage: str = "dev") -> dict[str, str]:
+    """A Chalice stage's environment variables from .chalice/config.json (as Lambda would have them)."""
+    config = json.loads((REPO / ".chalice" / "config.json").read_text())
+    return dict(config["stages"][stage].get("environment_variables", {}))
 
 
 def free_port() -> int:

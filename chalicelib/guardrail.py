@@ -207,8 +207,7 @@ class Guardrail:
             except StoreUnavailableError as exc:
                 store_error = exc
         if store_error is not None and alert_error:
-            result.alert = "lost"
-            log.critical(json.dumps({"msg": "alert could not be queued", "message": result.message}, default=str))
+            self._alert_lost(result)
         self._log(result)
         if store_error is not None:
             raise store_error
@@ -314,8 +313,13 @@ class Guardrail:
             self.store.save_unsent_alert(event.event_id, result.message, alert_error)
             result.alert = "queued"
         except StoreUnavailableError:
-            result.alert = "lost"
-            log.critical(json.dumps({"msg": "alert could not be queued", "message": result.message}, default=str))
+            self._alert_lost(result)
+
+    @staticmethod
+    def _alert_lost(result: HandleResult) -> None:
+        """Slack and the table both failed: the log keeps the whole alert, and the handler raises."""
+        result.alert = "lost"
+        log.critical(json.dumps({"msg": "alert could not be queued", "message": result.message}, default=str))
 
     @staticmethod
     def _log(result: HandleResult) -> None:

@@ -163,6 +163,15 @@ def _buttons(event: IamEvent) -> dict[str, Any]:
     return {"type": "actions", "block_id": DECISION_BLOCK_ID, "elements": elements}
 
 
+def notice(title: str, sections: Sequence[str], *, fallback: str = "") -> dict[str, Any]:
+    """A plain notice: a header and mrkdwn sections (already escaped by the caller), within limits."""
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": plain(title, HEADER_MAX)}}
+    ]
+    blocks += [{"type": "section", "text": _mrkdwn(clip(text, SECTION_MAX))} for text in sections if text]
+    return {"text": clip(fallback or "\n".join(sections) or title, FALLBACK_MAX), "blocks": blocks[:BLOCKS_MAX]}
+
+
 def _mrkdwn(text: str) -> dict[str, str]:
     return {"type": "mrkdwn", "text": text}
 

@@ -34,7 +34,7 @@ from chalicelib.reconcile import (
     parse_credential_report,
     reconcile,
 )
-from chalicelib.slack_message import safe
+from chalicelib.slack_message import notice, safe
 from chalicelib.store import (
     EXCEPTION_PK,
     OUTBOX_PK,
@@ -207,13 +207,7 @@ def expiry_notice(item: Mapping[str, Any]) -> dict[str, Any]:
         f":hourglass: The exception of `{user}` in {account} (approved by {safe(str(item.get('approver', '')), 120)}) "
         f"expired at {item.get('expires_at', '')}: quarantined again. {safe(done, 1500)}"
     )
-    return {
-        "text": text,
-        "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": "Exception expired: user quarantined again"}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}},
-        ],
-    }
+    return notice("Exception expired: user quarantined again", [text])
 
 
 def findings_message(rows: list[Row], title: str, limit: int = 40) -> dict[str, Any]:
@@ -228,30 +222,20 @@ def findings_message(rows: list[Row], title: str, limit: int = 40) -> dict[str, 
     ]
     if len(rows) > limit:
         lines.append(f"… and {len(rows) - limit} more (`python -m chalicelib.cli sweep --dry-run`)")
-    blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": summary[:3000] or "no findings"}},
-    ]
+    sections = [summary or "no findings"]
     chunk: list[str] = []
     for line in lines:
         if sum(len(x) + 1 for x in chunk) + len(line) > 2900:
-            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(chunk)}})
+            sections.append("\n".join(chunk))
             chunk = []
         chunk.append(line)
-    if chunk:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(chunk)}})
-    return {"text": f"{title}: {summary or 'no findings'}"[:3000], "blocks": blocks[:50]}
+    sections.append("\n".join(chunk))
+    return notice(title, sections, fallback=f"{title}: {summary or 'no findings'}")
 
 
 def sweep_errors_message(errors: list[str]) -> dict[str, Any]:
     text = ":x: The sweep could not check everything:\n" + "\n".join(f"• {safe(e, 300)}" for e in errors[:20])
-    return {
-        "text": text[:3000],
-        "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": "Sweep incomplete"}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}},
-        ],
-    }
+    return notice("Sweep incomplete", [text])
 
 
 def run_sweep(

@@ -3,7 +3,6 @@ the Chalice test client, and AWS call counting through botocore's event hooks.""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,13 +17,11 @@ from chalice.test import Client
 from app import app
 from chalicelib import runtime
 from chalicelib.bootstrap import bootstrap
-from chalicelib.devserver import MotoServer, SlackReceiver
+from chalicelib.devserver import MotoServer, SlackReceiver, stage_environment
 from chalicelib.synth import envelope
 from tests.helpers import ALLOWLIST_YAML, REPO
 
-STAGE_ENV: dict[str, str] = json.loads((REPO / ".chalice" / "config.json").read_text())["stages"]["dev"][
-    "environment_variables"
-]
+STAGE_ENV: dict[str, str] = stage_environment("dev")
 WEBHOOK_PATH = "/services/T000/B000/not-a-real-secret"
 
 
