@@ -150,7 +150,7 @@ def decide(
     if event.event_name in TAMPER_EVENTS:
         decision = _tamper(event, own_roles, exception, record or {}, quarantine_policy)
     else:
-        decision = _decide(event, allowlist, own_roles, exception, facts or UserFacts())
+        decision = _decide(event, allowlist, exception, facts or UserFacts())
     mode = mode or allowlist.mode
     return decision if mode == decision.mode else replace(decision, mode=mode)
 
@@ -158,7 +158,6 @@ def decide(
 def _decide(
     event: IamEvent,
     allowlist: Allowlist,
-    own_roles: GlobSet,
     exception: ActiveException | None,
     facts: UserFacts,
 ) -> Decision:
