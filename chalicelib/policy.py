@@ -669,7 +669,6 @@ def _match(event: IamEvent, allowlist: Allowlist, facts: UserFacts) -> Match:
 
 
 def match_user(
-
     allowlist: Allowlist,
     *,
     user: str,
