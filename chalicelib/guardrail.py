@@ -63,6 +63,13 @@ from chalicelib.store import EventState, Outcome, Store, StoreUnavailableError
 log = logging.getLogger(__name__)
 
 
+def _canonical_name(name: str, record: Mapping[str, Any]) -> str:
+    """The user's name as the guardrail recorded it: IAM names match without regard to case, so an
+    event may spell it otherwise (`BOB` for `bob`)."""
+    recorded = str(record.get("user", ""))
+    return recorded if recorded and recorded.lower() == name.lower() else name
+
+
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
@@ -259,7 +266,7 @@ class Guardrail:
     def _act(
         self, iam: IamActions, event: IamEvent, decision: Decision, record: Mapping[str, Any]
     ) -> list[ActionResult]:
-        user = event.target_user_name
+        user = _canonical_name(event.target_user_name, record)
         results: list[ActionResult] = []
         for step in decision.steps:
             if step == DEACTIVATE_CREDENTIAL:
@@ -288,7 +295,7 @@ class Guardrail:
         """Deactivate the credential the event made. Where the record does not name it (CloudTrail
         left out responseElements), the user's active credentials of that kind created at or after
         the event are the new ones; if none can be found, say so rather than claim it was done."""
-        user, kind = event.target_user_name, event.credential_kind
+        user, kind = _canonical_name(event.target_user_name, record), event.credential_kind
         if event.credential_id:
             return [iam.set_credential_status(user, kind, event.credential_id, "Inactive")]
         try:

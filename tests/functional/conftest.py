@@ -3,6 +3,7 @@ the Chalice test client, and AWS call counting through botocore's event hooks.""
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -82,8 +83,19 @@ class Aws:
     refuse: dict[str, str] = field(default_factory=dict)
 
     def invoke(self, raw: dict[str, Any], *, wrap: bool = True) -> dict[str, Any]:
-        """Deliver an event to the real `on_iam_event` handler, as EventBridge would."""
+        """Deliver an event to the real `on_iam_event` handler, as EventBridge would.
+
+        A CreateUser record names the user id IAM gave the user, as CloudTrail's does: where the
+        user exists in moto, the synthetic record gets moto's id.
+        """
         self._instrument()
+        detail = raw.get("detail", raw)
+        detail = detail if isinstance(detail, dict) else {}
+        response = detail.get("responseElements")
+        created = response.get("user") if isinstance(response, dict) else None
+        if detail.get("eventName") == "CreateUser" and isinstance(created, dict):
+            with contextlib.suppress(self.iam.exceptions.NoSuchEntityException):
+                created["userId"] = self.iam.get_user(UserName=created["userName"])["User"]["UserId"]
         with Client(app, stage_name="dev", project_dir=str(REPO)) as client:
             return client.lambda_.invoke("on_iam_event", envelope(raw) if wrap else raw).payload
 
