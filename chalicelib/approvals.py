@@ -96,6 +96,8 @@ class GrantRequest:
     requester: str = ""
     source: str = "api"
     case_event_id: str = ""
+    #: The approver's IAM identity (REST: the caller's role ARN with its path, not the session ARN).
+    approver_principal: str = ""
 
 
 def validate_target(account: Any, user: Any) -> tuple[str, str]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.alerts import AlertDeliveryError, Notifier
-from chalicelib.allowlist import Allowlist, GlobSet
+from chalicelib.allowlist import Allowlist
 from chalicelib.constants import (
     DEFAULT_QUARANTINE_POLICY_NAME,
     ENFORCE,
@@ -38,6 +38,7 @@ from chalicelib.iam import (
     IamActions,
     sanitise_tag_value,
 )
+from chalicelib.identity import OwnIdentity
 from chalicelib.policy import (
     ATTACH_QUARANTINE,
     DEACTIVATE_KEY,
@@ -127,7 +128,7 @@ class Guardrail:
         iam_for: Callable[[str], IamActions],
         store: Store,
         notifier: Notifier,
-        own_roles: GlobSet,
+        own_roles: OwnIdentity,
         policy_name: str = DEFAULT_QUARANTINE_POLICY_NAME,
         mode: str | None = None,
     ) -> None:
