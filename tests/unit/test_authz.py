@@ -65,3 +65,12 @@ def test_only_assumed_role_callers_need_a_role_lookup(caller: str) -> None:
 )
 def test_response_url_only_to_slack(url: str, hosts: set[str], allowed: bool) -> None:
     assert response_url_allowed(url, frozenset(hosts)) is allowed
+
+
+def test_a_rest_grant_names_the_session_and_the_resolved_role() -> None:
+    from chalicelib.rest import RestApi
+
+    session = "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_SecurityAdmin_0a1b/ann@example.com"
+    body = '{"account": "123456789012", "user": "bob", "days": 1, "reason": "r"}'
+    request = RestApi(None, None)._grant_request(session, SSO_ADMIN, body)  # type: ignore[arg-type]
+    assert (request.approver, request.approver_principal, request.source) == (session, SSO_ADMIN, "api")
