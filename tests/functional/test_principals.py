@@ -6,6 +6,7 @@ from __future__ import annotations
 import boto3
 import pytest
 
+from chalicelib import runtime
 from chalicelib.synth import role_identity, user_identity
 from tests.functional.approval_helpers import api
 from tests.functional.conftest import TRUST_ACCOUNT, Aws
@@ -139,3 +140,16 @@ def test_rest_caller_from_a_member_account_is_read_there(sso_approvers: Aws) -> 
     assert api("GET", "/exceptions", caller=session_arn(OTHER_ACCOUNT, "AWSReservedSSO_SecurityAdmin_evil"))[0] == 403
     # read in the member account through its remediation role (whose calls are not counted here), never at home
     assert (aws.calls["sts.AssumeRole"], aws.calls["iam.GetRole"]) == (1, 0)
+
+
+def test_rest_caller_whose_session_belongs_to_another_role_id_is_refused(sso_approvers: Aws) -> None:
+    """API Gateway names the session's role id; a role deleted and re-created under the same name
+    (and path) has a new one, so a session of the old role is not matched against the new role."""
+    aws = sso_approvers
+    identity = issuer_role(aws, "AWSReservedSSO_SecurityAdmin_0a1b2c", path=SSO_PATH)
+    role_id = identity["sessionContext"]["sessionIssuer"]["principalId"]
+    caller = session_arn(ACCOUNT, "AWSReservedSSO_SecurityAdmin_0a1b2c")
+    rest = runtime.get().rest_api
+    assert rest.list({"userArn": caller, "caller": f"{role_id}:ann@example.com"}, None)[0] == 200
+    status, answer = rest.list({"userArn": caller, "caller": "AROAOLDROLE000000001:ann@example.com"}, None)
+    assert status == 403 and "not the role the caller's session belongs to" in answer["error"]
