@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from chalicelib.arns import PrincipalGlobs, glob_problem
+from chalicelib.arns import PatternSet, PrincipalGlobs, glob_problem
 from chalicelib.constants import DEFAULT_MAX_ACCESS_KEYS, ENFORCE, MODES
 
 SUPPORTED_VERSIONS = frozenset({1})
@@ -72,28 +72,15 @@ class AllowlistError(ValueError):
         super().__init__(f"invalid allowlist {source}: {len(problems)} problem(s)\n{listing}")
 
 
-class GlobSet:
-    """User-name globs compiled into one case-sensitive regular expression.
+class GlobSet(PatternSet):
+    """User-name globs (`*`, `?`, `[...]`), case-sensitive.
 
     Only for IAM user names, which cannot contain `:` or `/`; principal ARNs are matched segment by
     segment by `arns.PrincipalGlobs`.
     """
 
-    __slots__ = ("_regex", "patterns")
-
-    def __init__(self, patterns: Iterable[str]) -> None:
-        self.patterns = tuple(patterns)
-        joined = "|".join(f"(?:{fnmatch.translate(p)})" for p in self.patterns)
-        self._regex = re.compile(joined) if self.patterns else None
-
-    def matches(self, value: str) -> bool:
-        return bool(value) and self._regex is not None and self._regex.match(value) is not None
-
-    def __bool__(self) -> bool:
-        return bool(self.patterns)
-
-    def __repr__(self) -> str:
-        return f"GlobSet({list(self.patterns)!r})"
+    __slots__ = ()
+    translate = staticmethod(fnmatch.translate)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,9 +22,9 @@ Matching is case-sensitive, like IAM policy ARNs. User-name globs, which cannot 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import ClassVar, Final
 
 PARTITIONS: Final = frozenset({"aws", "aws-cn", "aws-us-gov"})
 PRINCIPAL_TYPES: Final = frozenset({"role", "user"})
@@ -150,25 +150,33 @@ def glob_regex(pattern: str) -> str:
     return f"arn:{re.escape(partition)}:iam::{account_regex}:{kind}/{resource_regex}"
 
 
-class PrincipalGlobs:
-    """Principal globs (`provisioners`, `created_by`, `approvers.iam_principals`) as one expression.
-
-    Raises `ArnGlobError` for an invalid glob: validate first (`glob_problem`) to report them all.
-    """
+class PatternSet:
+    """Patterns compiled into one regular expression; a subclass says how one pattern translates."""
 
     __slots__ = ("_regex", "patterns")
+    translate: ClassVar[Callable[[str], str]]
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns = tuple(patterns)
-        joined = "|".join(f"(?:{glob_regex(p)})" for p in self.patterns)
+        joined = "|".join(f"(?:{self.translate(p)})" for p in self.patterns)
         self._regex = re.compile(joined) if self.patterns else None
 
-    def matches(self, arn: str) -> bool:
-        """True when `arn` (an IAM role or user ARN, with its path) matches one of the globs."""
-        return bool(arn) and self._regex is not None and self._regex.fullmatch(arn) is not None
+    def matches(self, value: str) -> bool:
+        return bool(value) and self._regex is not None and self._regex.fullmatch(value) is not None
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
 
     def __repr__(self) -> str:
-        return f"PrincipalGlobs({list(self.patterns)!r})"
+        return f"{type(self).__name__}({list(self.patterns)!r})"
+
+
+class PrincipalGlobs(PatternSet):
+    """Principal globs (`provisioners`, `created_by`, `approvers.iam_principals`), matched against an
+    IAM role or user ARN with its path.
+
+    Raises `ArnGlobError` for an invalid glob: validate first (`glob_problem`) to report them all.
+    """
+
+    __slots__ = ()
+    translate = staticmethod(glob_regex)
