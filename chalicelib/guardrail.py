@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib.alerts import AlertDeliveryError, Notifier
-from chalicelib.allowlist import Allowlist, GlobSet
+from chalicelib.allowlist import Allowlist
 from chalicelib.constants import (
     ACCESS_KEY,
     APPROVE,
@@ -45,6 +45,7 @@ from chalicelib.iam import (
     IamActions,
     sanitise_tag_value,
 )
+from chalicelib.identity import OwnIdentity
 from chalicelib.policy import (
     ATTACH_QUARANTINE,
     DEACTIVATE_CREDENTIAL,
@@ -153,7 +154,7 @@ class Guardrail:
         iam_for: Callable[[str], IamActions],
         store: Store,
         notifier: Notifier,
-        own_roles: GlobSet,
+        own_roles: OwnIdentity,
         policy_name: str = DEFAULT_QUARANTINE_POLICY_NAME,
         mode: str | None = None,
         self_approval_checkable: Callable[[], bool] = lambda: True,

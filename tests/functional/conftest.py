@@ -24,6 +24,10 @@ from tests.helpers import ALLOWLIST_YAML, REPO
 
 STAGE_ENV: dict[str, str] = stage_environment("dev")
 WEBHOOK_PATH = "/services/T000/B000/not-a-real-secret"
+TRUST_ACCOUNT = (
+    '{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
+    '"Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"sts:AssumeRole"}]}'
+)
 
 
 @pytest.fixture(scope="session")
@@ -178,6 +182,8 @@ def aws(
         table=STAGE_ENV["GUARDRAIL_TABLE"],
         policy_name=STAGE_ENV["GUARDRAIL_QUARANTINE_POLICY_NAME"],
     )
+    # The approver role the test allowlist names: the REST API reads it (iam:GetRole) to check its path.
+    iam.create_role(RoleName="security-admin", AssumeRolePolicyDocument=TRUST_ACCOUNT)
     yield Aws(
         iam=iam,
         ddb=ddb,
