@@ -21,8 +21,25 @@ UNTAG_USER_EVENT: Final = "UntagUser"
 CREATION_EVENTS: Final = frozenset({CREATE_USER, CREATE_ACCESS_KEY, CREATE_LOGIN_PROFILE})
 #: The events that can undo the guardrail's work (reverted unless made by the guardrail itself).
 TAMPER_EVENTS: Final = frozenset({DETACH_USER_POLICY, UPDATE_ACCESS_KEY, TAG_USER_EVENT, UNTAG_USER_EVENT})
+CREATE_POLICY_VERSION: Final = "CreatePolicyVersion"
+SET_DEFAULT_POLICY_VERSION: Final = "SetDefaultPolicyVersion"
+DELETE_POLICY_VERSION: Final = "DeletePolicyVersion"
+PUT_ROLE_POLICY: Final = "PutRolePolicy"
+ATTACH_ROLE_POLICY: Final = "AttachRolePolicy"
+DETACH_ROLE_POLICY: Final = "DetachRolePolicy"
+DELETE_ROLE_POLICY: Final = "DeleteRolePolicy"
+UPDATE_ASSUME_ROLE_POLICY: Final = "UpdateAssumeRolePolicy"
+
+#: The events that can change the quarantine policy's default document.
+POLICY_VERSION_EVENTS: Final = frozenset({CREATE_POLICY_VERSION, SET_DEFAULT_POLICY_VERSION, DELETE_POLICY_VERSION})
+#: The events that change what a role may do or who may assume it (watched on the guardrail's roles).
+ROLE_POLICY_EVENTS: Final = frozenset(
+    {PUT_ROLE_POLICY, ATTACH_ROLE_POLICY, DETACH_ROLE_POLICY, DELETE_ROLE_POLICY, UPDATE_ASSUME_ROLE_POLICY}
+)
+#: The events that change the guardrail's own parts (its quarantine policy, its roles).
+OWN_PART_EVENTS: Final = POLICY_VERSION_EVENTS | ROLE_POLICY_EVENTS
 #: Everything the EventBridge rule subscribes to.
-SUBSCRIBED_EVENTS: Final = CREATION_EVENTS | TAMPER_EVENTS
+SUBSCRIBED_EVENTS: Final = CREATION_EVENTS | TAMPER_EVENTS | OWN_PART_EVENTS
 
 # Decisions (the verdict of the policy engine).
 APPROVE: Final = "approve"
@@ -63,6 +80,7 @@ STATUS_MONITORED: Final = "monitored"
 # Settings defaults.
 DEFAULT_QUARANTINE_POLICY_NAME: Final = "iam-user-guardrail-quarantine"
 DEFAULT_TABLE_NAME: Final = "iam-user-guardrail"
+DEFAULT_REMEDIATION_ROLE: Final = "GuardrailRemediationRole"
 DEFAULT_MAX_ACCESS_KEYS: Final = 1
 #: How long a processed event id is remembered (DynamoDB TTL).
 EVENT_RECORD_TTL_DAYS: Final = 90

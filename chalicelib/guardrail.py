@@ -22,6 +22,7 @@ from chalicelib.allowlist import Allowlist, GlobSet
 from chalicelib.constants import (
     DEFAULT_QUARANTINE_POLICY_NAME,
     ENFORCE,
+    OWN_PART_EVENTS,
     STATUS_APPROVED,
     STATUS_EXCEPTION,
     STATUS_QUARANTINED,
@@ -42,12 +43,15 @@ from chalicelib.policy import (
     ATTACH_QUARANTINE,
     DEACTIVATE_KEY,
     DELETE_LOGIN_PROFILE,
+    RESTORE_QUARANTINE_POLICY,
     TAG_USER,
     UNTAG_USER,
     Decision,
     decide,
     facts_needed,
 )
+from chalicelib.selfguard import guarded_roles as default_guarded_roles
+from chalicelib.selfguard import target
 from chalicelib.slack_message import build_alert
 from chalicelib.store import EventState, Outcome, Store, StoreUnavailableError
 
@@ -130,6 +134,7 @@ class Guardrail:
         own_roles: GlobSet,
         policy_name: str = DEFAULT_QUARANTINE_POLICY_NAME,
         mode: str | None = None,
+        guarded_roles: frozenset[str] | None = None,
     ) -> None:
         self.allowlist = allowlist
         self.iam_for = iam_for
@@ -138,6 +143,7 @@ class Guardrail:
         self.own_roles = own_roles
         self.policy_name = policy_name
         self.mode = mode or allowlist.mode
+        self.guarded_roles = default_guarded_roles() if guarded_roles is None else guarded_roles
 
     def handle(self, raw: Any) -> HandleResult:
         """Entry point for the EventBridge rule: never raises on bad input."""
@@ -178,9 +184,10 @@ class Guardrail:
                 result.results = [ActionResult("assume_role", event.account, UNREACHABLE, account.unreachable)]
         failed = [r for r in result.results if r.status == FAILED]
         gone = any(r.status in (GONE, UNREACHABLE) for r in result.results)
+        restored = any(r.action == RESTORE_QUARANTINE_POLICY and r.status == DONE for r in result.results)
 
         alert_error = ""
-        if decision.notify or failed or gone:
+        if decision.notify or failed or gone or restored:
             result.message = build_alert(event, decision, result.results)
             try:
                 self.notifier.send(result.message)
@@ -228,6 +235,7 @@ class Guardrail:
             mode=self.mode,
             record=state.user_record,
             quarantine_policy=self.policy_name,
+            guarded_roles=self.guarded_roles,
         )
 
     def _act(self, iam: IamActions, event: IamEvent, decision: Decision) -> list[ActionResult]:
@@ -247,6 +255,8 @@ class Guardrail:
                 result = iam.untag_user(user, [k for k in decision.untag_keys if k.lower() not in ours])
             elif step == TAG_USER:
                 result = iam.tag_user(user, decision.tags)
+            elif step == RESTORE_QUARANTINE_POLICY:
+                result = iam.check_quarantine_policy(event.account, event.partition)
             else:  # pragma: no cover - the policy module defines every step
                 raise ValueError(f"unknown step {step}")
             results.append(result)
@@ -273,6 +283,7 @@ class Guardrail:
             "event_time": event.event_time.isoformat(),
             "account": event.account,
             "user": event.target_user_name,
+            "target": ": ".join(target(event) or ()),
             "actor": event.actor.principal_arn or event.actor.display,
             "source_ip": event.source_ip,
             "verdict": decision.verdict,
@@ -300,7 +311,8 @@ class Guardrail:
             user=event.target_user_name,
             audit=audit,
             event=case,
-            user_update=update if event.target_user_name else {},
+            # a policy or role event names no user: it never writes a user record
+            user_update=update if event.target_user_name and event.event_name not in OWN_PART_EVENTS else {},
             deactivated_keys=deactivated,
             unsent_alert=result.message if alert_error else None,
             alert_error=alert_error,

@@ -23,6 +23,7 @@ from chalicelib.alerts import AlertDeliveryError, Notifier, NullNotifier
 from chalicelib.allowlist import Allowlist, GlobSet, load_allowlist
 from chalicelib.guardrail import Guardrail
 from chalicelib.iam import AccountAccessError, IamActions, error_code
+from chalicelib.selfguard import guarded_roles
 from chalicelib.settings import Settings
 from chalicelib.store import Store, utcnow
 
@@ -152,6 +153,7 @@ class Runtime:
             own_roles=GlobSet(self.settings.own_roles),
             policy_name=self.settings.quarantine_policy_name,
             mode=self.settings.mode or None,
+            guarded_roles=guarded_roles(self.settings.remediation_role, self.settings.own_roles),
         )
 
     @cached_property
@@ -208,6 +210,7 @@ class Runtime:
             mode=mode,
             dry_run=dry_run,
             clock=clock,
+            account=account or self.home_account,
         )
 
     def sweep_accounts(self) -> list[str]:

@@ -7,13 +7,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from chalicelib.constants import DEFAULT_QUARANTINE_POLICY_NAME, DEFAULT_TABLE_NAME, MODES
+from chalicelib.constants import DEFAULT_QUARANTINE_POLICY_NAME, DEFAULT_REMEDIATION_ROLE, DEFAULT_TABLE_NAME, MODES
 
 _ROLE_GLOB_RE = re.compile(r"^arn:(aws|aws-us-gov|aws-cn|\*):iam::(\d{12}|\*):role/\S+$")
 _POLICY_NAME_RE = re.compile(r"^[\w+=,.@-]{1,128}$")
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
-DEFAULT_REMEDIATION_ROLE = "GuardrailRemediationRole"
 
 
 class SettingsError(ValueError):
