@@ -47,6 +47,7 @@ from chalicelib.policy import (
     TAG_USER,
     UNTAG_USER,
     Decision,
+    after_restore,
     decide,
     facts_needed,
 )
@@ -184,10 +185,11 @@ class Guardrail:
                 result.results = [ActionResult("assume_role", event.account, UNREACHABLE, account.unreachable)]
         failed = [r for r in result.results if r.status == FAILED]
         gone = any(r.status in (GONE, UNREACHABLE) for r in result.results)
-        restored = any(r.action == RESTORE_QUARANTINE_POLICY and r.status == DONE for r in result.results)
+        if any(r.action == RESTORE_QUARANTINE_POLICY and r.status == DONE for r in result.results):
+            decision = result.decision = after_restore(decision)
 
         alert_error = ""
-        if decision.notify or failed or gone or restored:
+        if decision.notify or failed or gone:
             result.message = build_alert(event, decision, result.results)
             try:
                 self.notifier.send(result.message)

@@ -331,6 +331,20 @@ def _own_parts(event: IamEvent, own_roles: GlobSet, quarantine_policy: str, role
     )
 
 
+def after_restore(decision: Decision) -> Decision:
+    """The act step had to restore the quarantine policy: critical and alerted, whoever the caller."""
+    if decision.notify:
+        return decision
+    return replace(
+        decision,
+        verdict=ALERT,
+        severity=CRITICAL,
+        notify=True,
+        reason=f"tamper: {decision.reason}, and it was not deny-all: restored",
+        rule="tamper_quarantine_policy",
+    )
+
+
 def _reverted(
     reason: str,
     steps: tuple[str, ...],

@@ -155,8 +155,10 @@ def test_the_guardrails_own_role_is_no_bypass(aws: Aws) -> None:
     request, _ = tamper_policy(aws.iam)
     result = aws.invoke(own_part_event("CreatePolicyVersion", request, GUARDRAIL_ROLE))
     assert "done" in result["results"][0]
+    assert (result["verdict"], result["severity"]) == ("alert", "critical")  # a restore is always alerted
     assert default_document(aws.iam) == QUARANTINE_POLICY_DOCUMENT
-    assert len(aws.slack.messages) == 1  # a restore is always alerted
+    [message] = aws.slack.messages
+    assert "CRITICAL" in json.dumps(message) and "not deny-all: restored" in json.dumps(message)
 
 
 def test_an_intact_policy_still_alerts_on_someone_elses_version_change(aws: Aws) -> None:

@@ -75,7 +75,7 @@ def allowed(policy: dict) -> set[str]:
 def test_scanner_finds_the_calls() -> None:
     used = actions_used()
     assert {"iam:AttachUserPolicy", "iam:TagUser", "dynamodb:BatchGetItem", "secretsmanager:GetSecretValue"} <= used
-    assert POLICY_VERSION_ACTIONS <= used
+    assert used >= POLICY_VERSION_ACTIONS
 
 
 @pytest.mark.parametrize("path", POLICIES, ids=lambda p: p.name)

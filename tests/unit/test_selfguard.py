@@ -12,7 +12,7 @@ import pytest
 from chalicelib.allowlist import GlobSet
 from chalicelib.constants import ALERT, CRITICAL, IGNORE, MONITOR, QUARANTINE_POLICY_DOCUMENT, SUBSCRIBED_EVENTS
 from chalicelib.events import parse_event
-from chalicelib.policy import RESTORE_QUARANTINE_POLICY, decide
+from chalicelib.policy import RESTORE_QUARANTINE_POLICY, after_restore, decide
 from chalicelib.selfguard import guarded_roles, is_deny_all, is_quarantine_policy, parse_document, role_change, target
 from chalicelib.slack_message import build_alert
 from chalicelib.synth import cloudtrail_record, role_identity
@@ -153,6 +153,9 @@ def test_the_guardrails_own_version_change_is_checked_quietly() -> None:
         event("CreatePolicyVersion", {"policyArn": POLICY_ARN, "setAsDefault": True}, GUARDRAIL_ROLE)
     )
     assert (decision.verdict, decision.notify, decision.steps) == (IGNORE, False, (RESTORE_QUARANTINE_POLICY,))
+    restored = after_restore(decision)  # the check found it changed: critical, whoever called
+    assert (restored.verdict, restored.severity, restored.notify) == (ALERT, CRITICAL, True)
+    assert after_restore(restored) == restored
 
 
 @pytest.mark.parametrize(
