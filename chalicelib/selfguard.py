@@ -79,6 +79,8 @@ def is_quarantine_policy(arn: str, *, account: str, partition: str, name: str) -
     Only the name is compared case-insensitively (IAM policy names are unique regardless of case);
     the same name at another path or in another account is another policy.
     """
+    if not (len(account) == 12 and account.isdigit()):
+        return False
     prefix = quarantine_policy_arn(account, partition, "")
     return arn.startswith(prefix) and arn[len(prefix) :].lower() == name.lower()
 

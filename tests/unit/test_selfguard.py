@@ -101,6 +101,10 @@ def test_only_the_accounts_own_quarantine_policy_at_root_matches(arn: str, expec
     assert is_quarantine_policy(arn, account=ACCOUNT, partition="aws", name=POLICY) is expected
 
 
+def test_an_event_without_a_valid_account_names_no_quarantine_policy() -> None:
+    assert not is_quarantine_policy(f"arn:aws:iam:::policy/{POLICY}", account="", partition="aws", name=POLICY)
+
+
 def test_guarded_roles_are_the_remediation_role_and_the_named_lambda_roles() -> None:
     roles = guarded_roles(
         "GuardrailRemediationRole",
