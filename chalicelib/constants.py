@@ -63,12 +63,23 @@ ATTACH_ROLE_POLICY: Final = "AttachRolePolicy"
 DETACH_ROLE_POLICY: Final = "DetachRolePolicy"
 DELETE_ROLE_POLICY: Final = "DeleteRolePolicy"
 UPDATE_ASSUME_ROLE_POLICY: Final = "UpdateAssumeRolePolicy"
+PUT_ROLE_PERMISSIONS_BOUNDARY: Final = "PutRolePermissionsBoundary"
+DELETE_ROLE_PERMISSIONS_BOUNDARY: Final = "DeleteRolePermissionsBoundary"
 
 #: The events that can change the quarantine policy's default document.
 POLICY_VERSION_EVENTS: Final = frozenset({CREATE_POLICY_VERSION, SET_DEFAULT_POLICY_VERSION, DELETE_POLICY_VERSION})
 #: The events that change what a role may do or who may assume it (watched on the guardrail's roles).
 ROLE_POLICY_EVENTS: Final = frozenset(
-    {PUT_ROLE_POLICY, ATTACH_ROLE_POLICY, DETACH_ROLE_POLICY, DELETE_ROLE_POLICY, UPDATE_ASSUME_ROLE_POLICY}
+    {
+        PUT_ROLE_POLICY,
+        ATTACH_ROLE_POLICY,
+        DETACH_ROLE_POLICY,
+        DELETE_ROLE_POLICY,
+        UPDATE_ASSUME_ROLE_POLICY,
+        # a boundary caps what the role may do: a deny-all boundary silences the guardrail there
+        PUT_ROLE_PERMISSIONS_BOUNDARY,
+        DELETE_ROLE_PERMISSIONS_BOUNDARY,
+    }
 )
 #: The events that change the guardrail's own parts (its quarantine policy, its roles).
 OWN_PART_EVENTS: Final = POLICY_VERSION_EVENTS | ROLE_POLICY_EVENTS

@@ -111,8 +111,9 @@ def target(event: IamEvent) -> tuple[str, str] | None:
 def role_change(event: IamEvent) -> str:
     """What a role event changed, for the alert: the managed policy ARN or the inline document."""
     params = event.request_parameters
-    if params.get("policyArn"):
-        return str(params["policyArn"])
+    for key in ("policyArn", "permissionsBoundary"):
+        if params.get(key):
+            return str(params[key])
     name = str(params.get("policyName") or "")
     document = params.get("policyDocument")
     if document is None:

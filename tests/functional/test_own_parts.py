@@ -243,6 +243,11 @@ def test_inline_policy_on_the_remediation_role_is_alerted_escaped(aws: Aws) -> N
         ("UpdateAssumeRolePolicy", {"roleName": "guardrailremediationrole", "policyDocument": json.dumps(ALLOW_ALL)}),
         ("DetachRolePolicy", {"roleName": "GuardrailRemediationRole", "policyArn": "arn:aws:iam::aws:policy/ReadOnly"}),
         ("DeleteRolePolicy", {"roleName": "GuardrailRemediationRole", "policyName": "iam-user-guardrail-remediation"}),
+        (
+            "PutRolePermissionsBoundary",
+            {"roleName": "GuardrailRemediationRole", "permissionsBoundary": "arn:aws:iam::123456789012:policy/deny"},
+        ),
+        ("DeleteRolePermissionsBoundary", {"roleName": "iam-user-guardrail-dev-sweep"}),
     ],
 )
 def test_every_change_to_a_guardrail_role_is_alerted(aws: Aws, name: str, request_parameters: dict) -> None:

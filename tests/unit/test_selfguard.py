@@ -197,8 +197,9 @@ def test_monitor_mode_alerts_and_the_steps_are_not_carried_out() -> None:
         ("DetachRolePolicy", {"roleName": "GUARDRAILREMEDIATIONROLE", "policyArn": "arn:aws:iam::aws:policy/B"}),
         ("DeleteRolePolicy", {"roleName": "GuardrailRemediationRole", "policyName": "iam-user-guardrail-remediation"}),
         ("UpdateAssumeRolePolicy", {"roleName": "GuardrailRemediationRole", "policyDocument": ALLOW_ALL}),
+        ("PutRolePermissionsBoundary", {"roleName": "GuardrailRemediationRole", "permissionsBoundary": "arn:x"}),
     ],
-    ids=["put", "attach", "detach-case", "delete", "trust"],
+    ids=["put", "attach", "detach-case", "delete", "trust", "boundary"],
 )
 def test_a_change_to_a_guardrail_role_is_critical_without_revert(name: str, request_parameters: dict) -> None:
     decision = own_decision(event(name, request_parameters, GUARDRAIL_ROLE))  # the guardrail never changes roles
@@ -227,6 +228,8 @@ def test_every_own_part_event_is_subscribed() -> None:
         "DetachRolePolicy",
         "DeleteRolePolicy",
         "UpdateAssumeRolePolicy",
+        "PutRolePermissionsBoundary",
+        "DeleteRolePermissionsBoundary",
     } <= SUBSCRIBED_EVENTS
 
 
