@@ -72,6 +72,12 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+SELF_APPROVAL_UNCHECKED = (
+    ":warning: Self-approval cannot be checked: no Slack bot token is configured, so an approver's email "
+    "cannot be linked to the requester. Approve only what you did not request."
+)
+
+
 class ActionFailedError(RuntimeError):
     """An IAM action failed after retries; raised after alerting so Lambda retries the event."""
 
@@ -149,6 +155,7 @@ class Guardrail:
         policy_name: str = DEFAULT_QUARANTINE_POLICY_NAME,
         mode: str | None = None,
         guarded_roles: frozenset[str] | None = None,
+        self_approval_checkable: Callable[[], bool] = lambda: True,
     ) -> None:
         self.allowlist = allowlist
         self.iam_for = iam_for
@@ -158,6 +165,7 @@ class Guardrail:
         self.policy_name = policy_name
         self.mode = mode or allowlist.mode
         self.guarded_roles = default_guarded_roles() if guarded_roles is None else guarded_roles
+        self._self_approval_checkable = self_approval_checkable
 
     def handle(self, raw: Any) -> HandleResult:
         """Entry point for the EventBridge rule: never raises on bad input."""
@@ -204,7 +212,10 @@ class Guardrail:
 
         alert_error = ""
         if decision.notify or failed or gone:
-            result.message = build_alert(event, decision, result.results)
+            notes = ()
+            if decision.quarantines and not self._self_approval_checkable():
+                notes = (SELF_APPROVAL_UNCHECKED,)
+            result.message = build_alert(event, decision, result.results, notes=notes)
             try:
                 self.notifier.send(result.message)
                 result.alert = "sent"
@@ -369,6 +380,7 @@ class Guardrail:
             "actor_arn": event.actor.arn,
             "actor_session": event.actor.session_name,
             "actor_user_name": event.actor.user_name,
+            "actor_account": event.actor.account_id,
             "user_id": user_id or "",
             # What this alert deactivated: approving it gives back exactly these.
             "deactivated": list(deactivated),

@@ -222,6 +222,10 @@ class IamActions:
             return error_code(exc) != "NoSuchEntity"
         return True
 
+    def user_tags(self, user: str) -> dict[str, str]:
+        pages = self._iam.get_paginator("list_user_tags").paginate(UserName=user)
+        return {t["Key"]: t["Value"] for page in pages for t in page.get("Tags", [])}
+
     def user_id(self, user: str) -> str | None:
         """The user's id (`AIDA...`), or None if it does not exist; other errors propagate."""
         try:

@@ -369,6 +369,7 @@ class Store:
         add_keys: tuple[str, ...] = (),
         remove: tuple[str, ...] = (),
         add: Mapping[str, tuple[str, ...]] | None = None,
+        discard: Mapping[str, tuple[str, ...]] | None = None,
     ) -> dict[str, Any]:
         """An `Update` of the guardrail's record of a user, for `transact` (`add`: members added to string sets)."""
         values = {**values, "account": account, "user": user, "updated_at": iso(self._clock())}
@@ -382,6 +383,12 @@ class Store:
             encoded[f":{name}"] = {"SS": sorted(set(sets[name]))}
         if additions:
             expression += " ADD " + ", ".join(f"#{name} :{name}" for name in additions)
+        removals = [name for name, members in (discard or {}).items() if members]
+        for name in removals:
+            names[f"#{name}"] = name
+            encoded[f":discard_{name}"] = {"SS": sorted(set((discard or {})[name]))}
+        if removals:
+            expression += " DELETE " + ", ".join(f"#{name} :discard_{name}" for name in removals)
         if remove:
             names.update({f"#{k}": k for k in remove})
             expression += " REMOVE " + ", ".join(f"#{k}" for k in remove)

@@ -425,6 +425,8 @@ REAL_EXPECTATIONS = [
     ("stratus__CreateUser__iamuser-sdk-with-tags.json", QUARANTINE, HIGH),
     ("stratus__CreateAccessKey__iamuser-for-other-user-backdoor.json", QUARANTINE, CRITICAL),
     ("stratus__CreateLoginProfile__iamuser-for-other-user.json", QUARANTINE, CRITICAL),
+    # a password changed for another user is a credential made for them (issue 9: UpdateLoginProfile)
+    ("stratus__UpdateLoginProfile__iamuser-for-other-user.json", QUARANTINE, CRITICAL),
     ("invictus__CreateUser__terraform-with-tags-and-path.json", QUARANTINE, HIGH),
     ("invictus__CreateLoginProfile__terraform-for-other-user.json", QUARANTINE, CRITICAL),
     ("awsdocs__CreateUser__cli-alice-creates-bob-eventVersion1.0.json", QUARANTINE, HIGH),
