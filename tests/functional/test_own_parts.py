@@ -13,6 +13,7 @@ from chalicelib import runtime
 from chalicelib.bootstrap import bootstrap
 from chalicelib.cli import main
 from chalicelib.constants import QUARANTINE_POLICY_DOCUMENT
+from chalicelib.guardrail import ActionFailedError
 from chalicelib.synth import cloudtrail_record, role_identity
 from tests.functional.conftest import STAGE_ENV, Aws
 from tests.functional.test_accounts import member_iam
@@ -315,3 +316,29 @@ def test_bootstrap_restores_a_tampered_policy(aws: Aws, capsys: pytest.CaptureFi
     assert f"policy: {POLICY_ARN}: restored" in capsys.readouterr().out
     assert default_document(aws.iam) == QUARANTINE_POLICY_DOCUMENT
     assert run() == f"{POLICY_ARN}: exists"
+
+
+# -- failures are loud, and never skip a quarantine ------------------------------------------------------
+
+
+def test_a_check_that_cannot_read_the_policy_alerts_and_is_retried(aws: Aws) -> None:
+    request, _ = tamper_policy(aws.iam)
+    aws.refuse["GetPolicy"] = "AccessDenied"  # e.g. a member account whose StackSet was not updated
+    raw = own_part_event("CreatePolicyVersion", request)
+    with pytest.raises(ActionFailedError, match="AccessDenied"):
+        aws.invoke(raw)
+    assert "restore_quarantine_policy" in json.dumps(aws.slack.messages[0])
+    assert aws.items(f"EVENT#{raw['eventID']}") == []  # not recorded: Lambda's retry checks again
+    aws.refuse.clear()
+    assert "done" in aws.invoke(raw)["results"][0]
+    assert default_document(aws.iam) == QUARANTINE_POLICY_DOCUMENT
+
+
+def test_sweep_that_cannot_check_the_policy_still_judges_users_and_says_so(aws: Aws) -> None:
+    aws.iam.create_user(UserName="newcomer")
+    aws.refuse["GetPolicy"] = "AccessDenied"
+    result = aws.invoke_sweep()
+    assert [f["user"] for f in result["findings"]] == ["newcomer"]
+    assert aws.user_state("newcomer")["policies"] == [POLICY]
+    assert any("quarantine policy" in e and "AccessDenied" in e for e in result["errors"])
+    assert "Sweep incomplete" in [m["blocks"][0]["text"]["text"] for m in aws.slack.messages]
