@@ -11,13 +11,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import boto3
 import pytest
 
+from chalicelib.bootstrap import ensure_quarantine_policy
+from chalicelib.constants import IGNORE
+from chalicelib.events import parse_event
+from chalicelib.policy import decide
 from chalicelib.selfguard import is_deny_all
 from chalicelib.synth import role_identity
 from tests.functional.approval_helpers import interaction_body, post_interaction, signed_headers, store_slack_secret
 from tests.functional.conftest import Aws
-from tests.helpers import ACCOUNT, DEVELOPER, MALLORY, TERRAFORM, record
+from tests.helpers import ACCOUNT, DEVELOPER, MALLORY, OTHER_ACCOUNT, OWN_IDENTITY, TERRAFORM, allowlist, record
 
 POLICY = "iam-user-guardrail-quarantine"
 POLICY_ARN = f"arn:aws:iam::{ACCOUNT}:policy/{POLICY}"
@@ -201,3 +206,70 @@ def test_role_path_and_session_name_reach_slack_as_live_links_and_mentions(aws: 
     assert carrying, message
     # Every mrkdwn object showing the attacker's strings must be verbatim (no auto-link, no auto-mention).
     assert all(t.get("verbatim") is True for t in carrying), [t["text"][:120] for t in carrying]
+
+
+# -- 7. any account's role named like a provisioner is a provisioner -----------------------------
+
+
+def member_iam() -> Any:
+    """An IAM client in the member account (moto switches account by assumed-role credentials)."""
+    credentials = boto3.client("sts").assume_role(
+        RoleArn=f"arn:aws:iam::{OTHER_ACCOUNT}:role/OrganizationAccountAccessRole", RoleSessionName="redteam"
+    )["Credentials"]
+    return boto3.client(
+        "iam",
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red team: provisioners/created_by globs with account '*' (the bundled allowlist's) trust a role "
+    "named terraform-deployer that any insider with iam:CreateRole makes in their own account",
+)
+def test_insider_made_terraform_deployer_role_approves_an_integration_user(aws: Aws) -> None:
+    member = member_iam()
+    ensure_quarantine_policy(member, OTHER_ACCOUNT, POLICY)
+    # The member account has no terraform-deployer: Mallory creates one that trusts her.
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{OTHER_ACCOUNT}:user/mallory"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+    member.create_role(RoleName="terraform-deployer", AssumeRolePolicyDocument=json.dumps(trust))
+    fake = role_identity(OTHER_ACCOUNT, "terraform-deployer", "mallory")
+    member.create_user(UserName="svc-datadog", Path="/integrations/")
+    key = member.create_access_key(UserName="svc-datadog")["AccessKey"]["AccessKeyId"]
+    aws.invoke(record("CreateUser", "svc-datadog", fake, account=OTHER_ACCOUNT, path="/integrations/"))
+    aws.invoke(record("CreateAccessKey", "svc-datadog", fake, account=OTHER_ACCOUNT, access_key_id=key))
+    keys = {k["AccessKeyId"]: k["Status"] for k in member.list_access_keys(UserName="svc-datadog")["AccessKeyMetadata"]}
+    attached = member.list_attached_user_policies(UserName="svc-datadog")["AttachedPolicies"]
+    assert keys[key] == "Inactive" or attached, "Mallory's own role approved her user and its key"
+
+
+# -- 8. a case variant of the quarantine policy's ARN detaches it without a revert ---------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red team: DetachUserPolicy is matched with a case-sensitive endswith, but IAM resolves policy ARNs "
+    "without regard to case: a detach naming IAM-USER-GUARDRAIL-QUARANTINE is ignored (pure layer: moto is exact)",
+)
+def test_case_variant_policy_arn_detaches_the_quarantine_silently() -> None:
+    # moto matches policy ARNs exactly, so the detach itself cannot run there; real IAM resolves
+    # managed-policy ARNs case-insensitively (and selfguard.is_quarantine_policy already assumes so).
+    raw = record("DetachUserPolicy", "dana-debug", MALLORY)
+    raw["requestParameters"] = {
+        "userName": "dana-debug",
+        "policyArn": f"arn:aws:iam::{ACCOUNT}:policy/{POLICY.upper()}",
+    }
+    raw["responseElements"] = None
+    decision = decide(parse_event(raw), allowlist(), own_roles=OWN_IDENTITY, record={"status": "quarantined"})
+    assert decision.verdict != IGNORE, decision.reason
