@@ -273,3 +273,54 @@ def test_case_variant_policy_arn_detaches_the_quarantine_silently() -> None:
     raw["responseElements"] = None
     decision = decide(parse_event(raw), allowlist(), own_roles=OWN_IDENTITY, record={"status": "quarantined"})
     assert decision.verdict != IGNORE, decision.reason
+
+
+# -- 9. a rotated-out key of an integration user is switched back on -----------------------------
+
+
+def update_key_event(user: str, key: str, status: str, identity: dict[str, Any]) -> dict[str, Any]:
+    raw = record("UpdateAccessKey", user, identity)
+    raw["requestParameters"] = {"userName": user, "accessKeyId": key, "status": status}
+    raw["responseElements"] = None
+    return raw
+
+
+def rotated_integration_user(aws: Aws) -> tuple[str, str]:
+    """svc-datadog as Terraform runs it: key K1, rotated to K2 (K1 switched off first, max_access_keys 1)."""
+    aws.iam.create_user(UserName="svc-datadog", Path="/integrations/")
+    assert aws.invoke(record("CreateUser", "svc-datadog", TERRAFORM, path="/integrations/"))["verdict"] == "approve"
+    old = aws.iam.create_access_key(UserName="svc-datadog")["AccessKey"]["AccessKeyId"]
+    assert aws.invoke(record("CreateAccessKey", "svc-datadog", TERRAFORM, access_key_id=old))["verdict"] == "approve"
+    aws.iam.update_access_key(UserName="svc-datadog", AccessKeyId=old, Status="Inactive")
+    aws.invoke(update_key_event("svc-datadog", old, "Inactive", TERRAFORM))
+    new = aws.iam.create_access_key(UserName="svc-datadog")["AccessKey"]["AccessKeyId"]
+    assert aws.invoke(record("CreateAccessKey", "svc-datadog", TERRAFORM, access_key_id=new))["verdict"] == "approve"
+    aws.slack.clear()
+    return old, new
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red team: UpdateAccessKey to Active is judged only for keys the guardrail deactivated: an insider "
+    "silently re-enables an integration user's rotated-out (leaked) key, over max_access_keys",
+)
+def test_insider_reactivates_a_rotated_out_integration_key_silently(aws: Aws) -> None:
+    old, _new = rotated_integration_user(aws)
+    # The old key leaked (that is why it was rotated); Mallory switches it back on.
+    aws.iam.update_access_key(UserName="svc-datadog", AccessKeyId=old, Status="Active")
+    aws.invoke(update_key_event("svc-datadog", old, "Active", MALLORY))
+    assert aws.user_state("svc-datadog")["keys"][old] == "Inactive", "the leaked key works again"
+    assert aws.slack.messages, "and nobody was told"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red team: over max_access_keys the sweep keeps the OLDEST active keys, so a re-enabled rotated-out "
+    "key survives and the integration's current, approved key is the one switched off",
+)
+def test_sweep_keeps_the_reactivated_old_key_and_disables_the_approved_one(aws: Aws) -> None:
+    old, new = rotated_integration_user(aws)
+    aws.iam.update_access_key(UserName="svc-datadog", AccessKeyId=old, Status="Active")  # event missed
+    aws.invoke_sweep()
+    keys = aws.user_state("svc-datadog")["keys"]
+    assert (keys[old], keys[new]) == ("Inactive", "Active"), keys
