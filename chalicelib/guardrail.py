@@ -400,7 +400,11 @@ class Guardrail:
             audit=audit,
             event=case,
             # a policy or role event names no user: it never writes a user record
-            user_update=update if event.target_user_name and event.event_name not in OWN_PART_EVENTS else {},
+            user_update=(
+                update
+                if event.target_user_name and not event.error_code and event.event_name not in OWN_PART_EVENTS
+                else {}
+            ),
             deactivated_keys=deactivated,
             approved_keys=(event.credential_id,) if approved else (),
             unsent_alert=result.message if alert_error else None,
