@@ -400,13 +400,19 @@ class Guardrail:
             audit=audit,
             event=case,
             # a policy or role event names no user: it never writes a user record
-            user_update=update if event.target_user_name and event.event_name not in OWN_PART_EVENTS else {},
+            user_update=(
+                update
+                if event.target_user_name and not event.error_code and event.event_name not in OWN_PART_EVENTS
+                else {}
+            ),
             deactivated_keys=deactivated,
             approved_keys=(event.credential_id,) if approved else (),
             unsent_alert=result.message if alert_error else None,
             alert_error=alert_error,
-            fresh_record=event.event_name == CREATE_USER,
-            moved_from=event.renamed_from if event.event_name == UPDATE_USER else "",
+            # A failed call changed nothing: a CreateUser refused with EntityAlreadyExists must not
+            # wipe the record of the user that exists, nor a refused UpdateUser move it.
+            fresh_record=event.event_name == CREATE_USER and not event.error_code,
+            moved_from=event.renamed_from if event.event_name == UPDATE_USER and not event.error_code else "",
             previous_record=state.user_record,
             previous_exception=state.exception_item,
             close=event.event_name == DELETE_USER and not event.error_code,
