@@ -211,13 +211,13 @@ def test_role_path_and_session_name_reach_slack_as_live_links_and_mentions(aws: 
 # -- 7. any account's role named like a provisioner is a provisioner -----------------------------
 
 
-def member_iam() -> Any:
-    """An IAM client in the member account (moto switches account by assumed-role credentials)."""
+def member_iam(service: str = "iam") -> Any:
+    """A client in the member account (moto switches account by assumed-role credentials)."""
     credentials = boto3.client("sts").assume_role(
         RoleArn=f"arn:aws:iam::{OTHER_ACCOUNT}:role/OrganizationAccountAccessRole", RoleSessionName="redteam"
     )["Credentials"]
     return boto3.client(
-        "iam",
+        service,
         aws_access_key_id=credentials["AccessKeyId"],
         aws_secret_access_key=credentials["SecretAccessKey"],
         aws_session_token=credentials["SessionToken"],
@@ -324,3 +324,28 @@ def test_sweep_keeps_the_reactivated_old_key_and_disables_the_approved_one(aws: 
     aws.invoke_sweep()
     keys = aws.user_state("svc-datadog")["keys"]
     assert (keys[old], keys[new]) == ("Inactive", "Active"), keys
+
+
+# -- 10. a member account goes silent: nobody checks its forwarding rule ------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red team: the sweep never checks a member account's forwarding rule (nor trail, nor heartbeat): "
+    "events:DisableRule on iam-user-guardrail-forward silences the account's events with no alert",
+)
+def test_disabled_forwarding_rule_is_never_alerted(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib import runtime
+
+    monkeypatch.setenv("GUARDRAIL_SWEEP_ACCOUNTS", OTHER_ACCOUNT)
+    runtime.reset()
+    ensure_quarantine_policy(member_iam(), OTHER_ACCOUNT, POLICY)
+    events = member_iam("events")
+    # The StackSet's rule (infra/member-account.yaml), switched off by Mallory: the threat model's
+    # "disable an EventBridge rule". Every later IAM event of that account is lost.
+    pattern = {"source": ["aws.iam"], "detail-type": ["AWS API Call via CloudTrail"]}
+    events.put_rule(Name="iam-user-guardrail-forward", EventPattern=json.dumps(pattern), State="ENABLED")
+    events.disable_rule(Name="iam-user-guardrail-forward")
+    report = aws.invoke_sweep()
+    said = json.dumps(aws.slack.messages) + json.dumps(report)
+    assert "iam-user-guardrail-forward" in said, "the silenced account raised no alert"
