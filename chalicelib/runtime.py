@@ -306,13 +306,14 @@ class Runtime:
 
         builders = [lambda account=account: self.reconciler(account) for account in self.sweep_accounts()]
         hub = self.security_hub
+        swept = [account or self.home_account for account in self.sweep_accounts()]
         return run_sweep(
             approvals=self.approvals,
             store=self.store,
             notifier=self.notifier,
             reconcilers=builders,
             sinks=self.sinks,
-            observers=[hub.sweep] if hub else [],
+            observers=[lambda report: hub.sweep(report, swept)] if hub else [],
         )
 
     def respond_to_slack(self, url: str, message: Mapping[str, Any]) -> None:

@@ -251,8 +251,12 @@ class SecurityHub:
 
     # -- the sweep (an observer of its report) -----------------------------------------------
 
-    def sweep(self, report: SweepReport) -> None:
-        """Import the sweep's findings; archive the active findings of users that no longer exist."""
+    def sweep(self, report: SweepReport, accounts: Iterable[str] = ()) -> None:
+        """Import the sweep's findings; archive the active findings of users that no longer exist.
+
+        `accounts` are the accounts the sweep visited. When a reconciliation failed, only accounts
+        where users were seen are trusted: an account that could not be read has no gone users.
+        """
         try:
             now = self._clock()
             findings = [
@@ -278,6 +282,8 @@ class SecurityHub:
             ]
             self.import_findings(findings)
             present: dict[str, set[str]] = {}
+            if not any(e.startswith("reconciliation failed") for e in report.errors):
+                present = {account: set() for account in accounts}
             for row in report.rows:
                 present.setdefault(row.account, set()).add(row.user)
             for account, users in present.items():
