@@ -360,3 +360,38 @@ def test_the_sweep_publishes_findings_and_stuck_alerts(aws: Aws, capsys: pytest.
     assert report["still_unsent"] == 1
     [blob] = emf(capsys.readouterr().out)
     assert blob["SweepFindings"] == [float(len(report["findings"]))] and blob["AlertQueued"] == [1.0]
+
+
+def test_no_sink_secret_reaches_the_logs_or_the_outbox(
+    aws: Aws,
+    pagerduty: SlackReceiver,
+    webhook: SlackReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    pagerduty.clear()
+    webhook.clear()
+    hook_path, token = "/hooks/s3cr3t-path-789", "webhook-token-456"
+    store_secret(
+        aws, pagerduty_routing_key=ROUTING_KEY, alert_webhook_url=webhook.url + hook_path, alert_webhook_token=token
+    )
+    monkeypatch.setenv("GUARDRAIL_PAGERDUTY_ROUTING_KEY", "secret")
+    monkeypatch.setenv("GUARDRAIL_PAGERDUTY_URL", f"{pagerduty.url}/v2/enqueue")
+    monkeypatch.setenv("GUARDRAIL_WEBHOOK_URL", "secret")
+    monkeypatch.setenv("GUARDRAIL_SINK_RETRIES", "0")
+    pagerduty.behaviour = [(500, 0.0, {})]
+    webhook.behaviour = [(500, 0.0, {})]
+    raw, _ = backdoor(aws)
+    capsys.readouterr()
+    caplog.clear()
+    aws.invoke(raw)
+    captured = capsys.readouterr()
+    logged = captured.out + captured.err + caplog.text
+    assert "alert not delivered" in logged
+    outbox = json.dumps(aws.items("OUTBOX"), default=str)
+    for secret in (ROUTING_KEY, hook_path, token):
+        assert secret not in logged and secret not in outbox
