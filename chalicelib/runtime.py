@@ -221,8 +221,10 @@ class Runtime:
             return None
         from chalicelib.securityhub import SecurityHub
 
+        # Few attempts and short timeouts: a throttling hub must not hold the event past Lambda's timeout.
+        config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=5)
         return SecurityHub(
-            self.client("securityhub"),
+            self._session.client("securityhub", config=config),
             home_account=lambda: self.home_account,
             region=self._session.region_name or "us-east-1",
             decision_url=self.settings.decision_url,

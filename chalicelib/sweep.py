@@ -15,7 +15,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib import observability
@@ -318,7 +318,7 @@ def _resend_outbox(
             deliver_queued(queued, slack=notifier, sinks=sinks)
         except AlertDeliveryError as exc:
             report.still_unsent += 1
-            stuck += parse_iso(queued["sk"].split("#", 1)[0]) < now - OUTBOX_STUCK_AFTER
+            stuck += _queued_at(queued) < now - OUTBOX_STUCK_AFTER
             report.errors.append(f"{queued['event_id']}: {exc}")
             continue
         except ValueError:
@@ -330,3 +330,11 @@ def _resend_outbox(
             report.errors.append(f"{queued['event_id']}: {exc}")
         report.resent += 1
     observability.count(observability.ALERT_QUEUED, stuck)  # 0 too: the alarm needs data points
+
+
+def _queued_at(item: Mapping[str, Any]) -> datetime:
+    """When an outbox item was first queued (its sort key starts with that time)."""
+    try:
+        return parse_iso(str(item.get("first_failed_at") or item["sk"].split("#", 1)[0]))
+    except (ValueError, KeyError):
+        return datetime.min.replace(tzinfo=UTC)  # unknown: count it as stuck

@@ -301,6 +301,17 @@ def test_hub_disabled_never_blocks_the_quarantine(
     assert line["error"] == "InvalidAccessException" and line["correlation_id"] == raw["eventID"]
 
 
+def test_throttled_hub_is_counted_and_the_event_still_recorded(
+    aws: Aws, hub: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    aws.refuse_path["/findings/import"] = "ThrottlingException"
+    raw, key = backdoor(aws)
+    assert aws.invoke(raw)["status"] == "handled"
+    assert aws.user_state("bob")["keys"][key] == "Inactive"
+    assert len(aws.items(f"EVENT#{raw['eventID']}")) == 1  # recorded: no Lambda retry, no second action
+    assert sum(blob.get("SecurityHubImportFailed", [0])[0] for blob in emf(capsys.readouterr().out)) == 1
+
+
 def test_sweep_imports_hygiene_findings_and_archives_deleted_users(aws: Aws, hub: Any) -> None:
     aws.iam.create_user(UserName="legacy")
     report = aws.invoke_sweep()
