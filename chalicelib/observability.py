@@ -161,7 +161,7 @@ def decision(result: HandleResult) -> None:
         )
         for name, value in counted.items():
             count(name, value)
-    log.info("event handled", extra=_fields(fields))
+    log.info("event handled", extra=_fields(fields), stacklevel=2)
     flush()
 
 
