@@ -12,7 +12,7 @@ import pytest
 
 from chalicelib.devserver import SlackReceiver
 from chalicelib.sinks import ALERT_SCHEMA
-from tests.functional.approval_helpers import APPROVER, interaction_body, post_interaction, signed_headers
+from tests.functional.approval_helpers import APPROVER, api, interaction_body, post_interaction, signed_headers
 from tests.functional.approval_helpers import store_slack_secret as store_secret
 from tests.functional.conftest import Aws
 from tests.helpers import ACCOUNT, MALLORY, TERRAFORM, record
@@ -283,6 +283,22 @@ def test_an_approval_for_one_user_leaves_the_others_findings(aws: Aws, hub: Any)
     post_interaction(body, signed_headers(body))
     states = {f["Resources"][0]["Details"]["AwsIamUser"]["UserName"]: f["RecordState"] for f in findings(hub)}
     assert states == {"bob": "ARCHIVED", "bobby": "ACTIVE"}
+
+
+def test_rest_grant_archives_and_revoke_reopens_with_a_new_finding(
+    sinks: Aws, hub: Any, pagerduty: SlackReceiver
+) -> None:
+    raw, _ = backdoor(sinks)
+    sinks.invoke(raw)
+    pagerduty.clear()
+    body = {"account": ACCOUNT, "user": "bob", "days": 3, "reason": "vendor migration"}
+    assert api("POST", "/exceptions", body=body)[0] == 201
+    assert [f["RecordState"] for f in findings(hub)] == ["ARCHIVED"]
+    assert [m["event_action"] for m in pagerduty.messages] == ["resolve"]  # the REST grant closes the page too
+    path = {"account_id": ACCOUNT, "user_name": "bob"}
+    assert api("DELETE", "/exceptions/{account_id}/{user_name}", path_params=path)[0] == 200
+    states = {f["Id"].rsplit("/", 1)[1]: f["RecordState"] for f in findings(hub)}
+    assert states == {"backdoor_key": "ARCHIVED", "exception_revoked": "ACTIVE"}
 
 
 def test_hub_disabled_never_blocks_the_quarantine(
