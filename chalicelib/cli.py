@@ -1,4 +1,4 @@
-"""Command line: `python -m chalicelib.cli {bootstrap,check-allowlist,demo}`."""
+"""Command line: `python -m chalicelib.cli {bootstrap,check-allowlist,audit,sweep,replay,scp,synth,demo}`."""
 
 from __future__ import annotations
 

@@ -201,11 +201,15 @@ class Fanout:
         self.store = store
 
     def publish(self, event: IamEvent, decision: Decision, results: Sequence[ActionResult]) -> None:
-        document = alert_document(event, decision, results)
-        for sink in self.sinks.values():
-            payload = sink.payload(document)
-            if payload is not None:
-                self.deliver(sink, payload, event.event_id)
+        try:
+            document = alert_document(event, decision, results)
+            for sink in self.sinks.values():
+                payload = sink.payload(document)
+                if payload is not None:
+                    self.deliver(sink, payload, event.event_id)
+        except Exception:  # never raises into the event path: the quarantine is done, Slack has the alert
+            log.exception("alert sinks failed", extra={"event_id": event.event_id})
+            observability.count(observability.ALERT_DELIVERY_FAILED)
 
     def resolve(self, account: str, user: str, rule: str) -> None:
         """Close the PagerDuty incident of a case an approver decided."""

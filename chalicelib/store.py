@@ -28,6 +28,7 @@ from typing import Any, Final
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.alerts import SLACK_SINK
 from chalicelib.constants import EVENT_RECORD_TTL_DAYS
 from chalicelib.iam import error_code
 from chalicelib.policy import ActiveException
@@ -352,7 +353,7 @@ class Store:
         return {
             "pk": OUTBOX_PK,
             "sk": f"{iso(now)}#{event_id}" + (f"#{sink}" if sink else ""),
-            "sink": sink or "slack",
+            "sink": sink or SLACK_SINK,
             "event_id": event_id,
             "message": json.dumps(message, separators=(",", ":")),
             "error": error[:500],
