@@ -8,9 +8,11 @@ even a provisioner cannot create other users. The guardrail's own roles need no 
 never creates users or credentials.
 
 IAM's `ArnLike` compares each of the six `:`-separated parts of an ARN on its own, so `*` never
-crosses `:` (as in the guardrail's own principal matching); inside the last part `*` may cross
-`/`. Allowlist globs may use `[...]` classes, which IAM lacks: each becomes `?` (one character,
-any), a little broader than the allowlist; the guardrail still judges every event exactly.
+crosses `:`, as in the guardrail's own principal matching; but inside the last part `*` crosses `/`,
+where the guardrail's globs never do: `role/deploy-*` also lets `role/deploy-x/anything` through the
+SCP. User-name globs may use `[...]` classes, which IAM lacks: each becomes `?` (any one character).
+So the SCP is at most broader than the allowlist, never narrower, and the guardrail still judges
+every event exactly; exact principal names in `provisioners` keep the two equal.
 
 `evaluate` is a small evaluator of the policies this module writes, used by the tests and by
 `scp --check`. It handles Deny statements with `Action`, `Resource` or `NotResource`, and the

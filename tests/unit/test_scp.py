@@ -88,14 +88,35 @@ def test_created_by_anyone_opens_only_that_integrations_users() -> None:
     assert denied(policy, DEVELOPER, user("dana-debug")) == set(CREDENTIAL_ACTIONS)
 
 
-def test_created_by_principals_are_exempt_and_character_classes_widen_to_one_character() -> None:
+def test_created_by_principals_are_exempt_and_user_character_classes_widen_to_one_character() -> None:
     text = ALLOWLIST_YAML + (
-        "  - name: ci\n    owner: ci@example.com\n    purpose: CI\n    users: [svc-ci]\n"
-        '    created_by: ["arn:aws:iam::*:role/ci-[ab]"]\n'
+        '  - name: ci\n    owner: ci@example.com\n    purpose: CI\n    users: ["svc-ci-[ab]"]\n'
+        '    created_by: ["arn:aws:iam::*:role/ci-deployer"]\n'
     )
-    policy = build_scp(parse_allowlist(text))
-    assert denied(policy, f"arn:aws:iam::{ACCOUNT}:role/ci-a", user("svc-ci")) == set()
-    assert denied(policy, f"arn:aws:iam::{ACCOUNT}:role/ci-ab", user("svc-ci")) == set(CREDENTIAL_ACTIONS)
+    policy = build_scp(parse_allowlist(text), restrict_resources=True)
+    ci = f"arn:aws:iam::{ACCOUNT}:role/ci-deployer"
+    assert denied(policy, ci, user("svc-ci-a")) == set()
+    assert denied(policy, ci, user("svc-ci-c")) == set()  # `[ab]` became `?`: broader, the guardrail decides
+    assert denied(policy, ci, user("svc-ci-ab")) == set(CREDENTIAL_ACTIONS)
+    assert denied(policy, DEVELOPER, user("svc-ci-a")) == set(CREDENTIAL_ACTIONS)
+
+
+def test_the_scp_never_denies_what_the_guardrail_allows_and_is_at_most_broader() -> None:
+    """IAM's ArnLike lets `*` cross `/` inside the resource part; the guardrail's globs never do.
+    So the SCP may let through a role at a deeper path (the guardrail still quarantines what it
+    creates), but it never denies a principal the guardrail allows."""
+    text = ALLOWLIST_YAML.replace('"arn:aws:iam::*:role/terraform-deployer"', '"arn:aws:iam::*:role/deploy-*"')
+    rules = parse_allowlist(text)
+    policy = build_scp(rules)
+    for principal in (f"arn:aws:iam::{ACCOUNT}:role/deploy-prod", f"arn:aws:iam::{ACCOUNT}:role/deploy-"):
+        assert rules.provisioners.matches(principal)
+        assert denied(policy, principal, DATADOG) == set()
+    deeper = f"arn:aws:iam::{ACCOUNT}:role/deploy-x/attacker"
+    assert not rules.provisioners.matches(deeper)  # the guardrail refuses it ...
+    assert denied(policy, deeper, DATADOG) == set()  # ... the SCP cannot (documented limitation)
+    for outsider in (DEVELOPER, MALLORY, f"arn:aws:iam::{ACCOUNT}:role/other-deploy-prod"):
+        assert not rules.provisioners.matches(outsider)
+        assert denied(policy, outsider, DATADOG) == set(CREDENTIAL_ACTIONS)
 
 
 def test_evaluator_compares_arn_parts_one_by_one() -> None:
