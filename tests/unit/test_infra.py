@@ -230,3 +230,28 @@ def test_central_bus_accepts_events_from_the_organization_only() -> None:
     statement = bus["Properties"]["Statement"]
     assert statement["Action"] == "events:PutEvents"
     assert statement["Condition"] == {"StringEquals": {"aws:PrincipalOrgID": {"Ref": "OrganizationId"}}}
+
+
+def test_alarms_and_dashboard_address_the_metrics_the_code_publishes() -> None:
+    from chalicelib import observability
+
+    resources = template(RESOURCES)["Resources"]
+    for name, metric in (
+        ("AlertQueuedAlarm", observability.ALERT_QUEUED),
+        ("AccountUnreachableAlarm", observability.ACCOUNT_UNREACHABLE),
+    ):
+        alarm = resources[name]["Properties"]
+        assert (alarm["Namespace"], alarm["MetricName"]) == (observability.NAMESPACE, metric)
+        assert alarm["Dimensions"] == [{"Name": "service", "Value": observability.SERVICE}]
+        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+    body = resources["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    sample = re.sub(r"\$\{[^}]+\}", "x", body)
+    widgets = json.loads(sample)["widgets"]
+    shown = {
+        m[1]
+        for w in widgets
+        if w["type"] == "metric"
+        for m in w["properties"]["metrics"]
+        if m[0] == observability.NAMESPACE or m[0] == "."
+    }
+    assert shown == set(observability.METRICS)
