@@ -352,15 +352,18 @@ class Runtime:
         from chalicelib.sweep import run_sweep
 
         builders = [lambda account=account: self.reconciler(account) for account in self.sweep_accounts()]
-        hub = self.security_hub
+        hub, fanout = self.security_hub, self.fanout
         swept = [account or self.home_account for account in self.sweep_accounts()]
+        observers: list[Callable[[SweepReport], None]] = [fanout.sweep] if fanout else []
+        if hub:
+            observers.append(lambda report: hub.sweep(report, swept))
         return run_sweep(
             approvals=self.approvals,
             store=self.store,
             notifier=self.notifier,
             reconcilers=builders,
             sinks=self.sinks,
-            observers=[lambda report: hub.sweep(report, swept)] if hub else [],
+            observers=observers,
         )
 
     def respond_to_slack(self, url: str, message: Mapping[str, Any]) -> None:

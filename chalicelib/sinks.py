@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -23,13 +23,17 @@ from urllib3.util.retry import Retry
 
 from chalicelib import observability
 from chalicelib.alerts import AlertDeliveryError, Sink
-from chalicelib.constants import CRITICAL, MONITOR
+from chalicelib.constants import ALERT, CRITICAL, ENFORCE, HIGH, MONITOR, QUARANTINE
 from chalicelib.events import IamEvent
-from chalicelib.iam import FAILED, UNREACHABLE, ActionResult
+from chalicelib.iam import DONE, FAILED, UNREACHABLE, ActionResult
 from chalicelib.policy import Decision
+from chalicelib.reconcile import QUARANTINE_USER
 from chalicelib.settings import DEFAULT_PAGERDUTY_URL
 from chalicelib.slack_message import clip, cloudtrail_url, iam_user_url
-from chalicelib.store import EVENT_SK, Store, StoreUnavailableError, event_pk
+from chalicelib.store import EVENT_SK, Store, StoreUnavailableError, event_pk, iso, utcnow
+
+if TYPE_CHECKING:
+    from chalicelib.sweep import SweepReport
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +87,42 @@ def alert_document(event: IamEvent, decision: Decision, results: Sequence[Action
             "cloudtrail": cloudtrail_url(event),
             **({"iam_user": iam_user_url(event.target_user_name)} if event.target_user_name else {}),
         },
+    }
+
+
+def finding_document(
+    *,
+    account: str,
+    user: str,
+    rule: str,
+    severity: str,
+    verdict: str,
+    reason: str,
+    actions: Sequence[Mapping[str, str]],
+) -> dict[str, Any]:
+    """The webhook's JSON object for what no CloudTrail event carries (a sweep finding the guardrail
+    acted on, an exception that ended): the same fields, `event_*` empty, `actor` the guardrail."""
+    return {
+        "schema": ALERT_SCHEMA,
+        "severity": severity,
+        "verdict": verdict,
+        "rule": rule,
+        "mode": ENFORCE,
+        "account": account,
+        "region": "",
+        "user": user,
+        "actor": "iam-user-guardrail",
+        "actor_type": "",
+        "reason": reason,
+        "event_id": "",
+        "event_name": "",
+        "event_time": iso(utcnow()),
+        "source_ip": "",
+        "access_key_id": "",
+        "integration": "",
+        "backdoor": False,
+        "actions": [dict(a) for a in actions],
+        "links": {"iam_user": iam_user_url(user)} if user else {},
     }
 
 
@@ -201,15 +241,7 @@ class Fanout:
         self.store = store
 
     def publish(self, event: IamEvent, decision: Decision, results: Sequence[ActionResult]) -> None:
-        try:
-            document = alert_document(event, decision, results)
-            for sink in self.sinks.values():
-                payload = sink.payload(document)
-                if payload is not None:
-                    self.deliver(sink, payload, event.event_id)
-        except Exception:  # never raises into the event path: the quarantine is done, Slack has the alert
-            log.exception("alert sinks failed", extra={"event_id": event.event_id})
-            observability.count(observability.ALERT_DELIVERY_FAILED)
+        self._publish(alert_document(event, decision, results), event.event_id)
 
     def resolve(self, account: str, user: str, rule: str) -> None:
         """Close the PagerDuty incident of a case an approver decided."""
@@ -226,7 +258,50 @@ class Fanout:
             self.resolve(account, user, str(case.get("rule", "")))
 
     def case_reopened(self, account: str, user: str, *, why: str, state: str) -> None:
-        """A quarantine again after an exception ends is not paged (Slack says so)."""
+        """An exception ended (revoked, expired): the user is quarantined again (high: not paged)."""
+        document = finding_document(
+            account=account,
+            user=user,
+            rule=f"exception_{state}",
+            severity=HIGH,
+            verdict=QUARANTINE,
+            reason=f"the exception of {user} in {account} ended ({why}): quarantined again",
+            actions=[],
+        )
+        self._publish(document, f"{state}-{account}-{user}")
+
+    def sweep(self, report: SweepReport) -> None:
+        """Each sweep finding the guardrail acted on, as one document (the webhook gets every alert)."""
+        for row in report.findings:
+            if not (row.action and row.result):
+                continue
+            document = finding_document(
+                account=row.account,
+                user=row.user,
+                rule=f"sweep_{row.finding}",
+                severity=row.severity,
+                verdict=QUARANTINE if row.action == QUARANTINE_USER else ALERT,
+                reason=row.detail,
+                actions=[
+                    {
+                        "action": row.action,
+                        "target": row.user,
+                        "status": DONE if row.result == "done" else FAILED,
+                        "detail": "" if row.result == "done" else row.result,
+                    }
+                ],
+            )
+            self._publish(document, f"sweep-{row.account}-{row.user}-{row.finding}")
+
+    def _publish(self, document: Mapping[str, Any], key: str) -> None:
+        try:
+            for sink in self.sinks.values():
+                payload = sink.payload(document)
+                if payload is not None:
+                    self.deliver(sink, payload, key)
+        except Exception:  # never raises into an approval or the sweep
+            log.exception("alert sinks failed", extra={"event_id": key})
+            observability.count(observability.ALERT_DELIVERY_FAILED)
 
     def deliver(self, sink: Sink, payload: Mapping[str, Any], key: str) -> None:
         try:

@@ -168,6 +168,25 @@ def test_dead_receivers_queue_the_alert_and_the_sweep_delivers_it(
     assert all("routing_key" not in r["json"] for r in sinks.slack.requests[slack_before:])  # nothing went to Slack
 
 
+def test_the_sweeps_actions_and_an_ended_exception_reach_the_webhook(
+    sinks: Aws, pagerduty: SlackReceiver, webhook: SlackReceiver
+) -> None:
+    sinks.iam.create_user(UserName="legacy")
+    sinks.invoke_sweep()
+    [document] = [r["json"] for r in webhook.requests]
+    assert document["schema"] == ALERT_SCHEMA and document["user"] == "legacy"
+    assert document["verdict"] == "quarantine" and document["rule"].startswith("sweep_")
+    assert document["actions"] == [{"action": "quarantine", "target": "legacy", "status": "done", "detail": ""}]
+    assert document["event_id"] == "" and document["actor"] == "iam-user-guardrail"
+    webhook.clear()
+    assert api("POST", "/exceptions", body={"account": ACCOUNT, "user": "legacy", "days": 1, "reason": "r"})[0] == 201
+    path = {"account_id": ACCOUNT, "user_name": "legacy"}
+    assert api("DELETE", "/exceptions/{account_id}/{user_name}", path_params=path)[0] == 200
+    [ended] = [r["json"] for r in webhook.requests]
+    assert ended["rule"] == "exception_revoked" and ended["verdict"] == "quarantine"
+    assert pagerduty.requests == []  # high, not critical: nobody is paged
+
+
 def test_old_outbox_items_without_a_sink_still_go_to_slack(aws: Aws) -> None:
     """Items queued before sinks existed carry no `sink`: they are Slack's."""
     item = {
