@@ -26,9 +26,10 @@ class NullNotifier:
 
 
 class AlertSink(Protocol):
-    """A destination besides Slack (PagerDuty, a JSON webhook, Security Hub): never raises."""
+    """A destination besides Slack (PagerDuty, a JSON webhook, Security Hub): sees every decision,
+    `alerted` when Slack was sent (or queued) an alert for it; never raises."""
 
-    def publish(self, event: Any, decision: Any, results: Sequence[Any]) -> None: ...
+    def publish(self, event: Any, decision: Any, results: Sequence[Any], *, alerted: bool) -> None: ...
 
 
 class Sink(Protocol):

@@ -233,8 +233,8 @@ class Guardrail:
             except AlertDeliveryError as exc:
                 alert_error = str(exc)
                 log.error("alert not delivered; queued", extra={"event_id": event.event_id, "error": alert_error})
-            for sink in self.sinks:
-                sink.publish(event, decision, result.results)
+        for sink in self.sinks:
+            sink.publish(event, decision, result.results, alerted=result.message is not None)
 
         if failed:
             self._queue_alert(event, result, alert_error)

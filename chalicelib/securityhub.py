@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import observability
-from chalicelib.constants import ALERT, CRITICAL, HIGH, INFO, MONITOR, QUARANTINE, TAMPER_EVENTS
+from chalicelib.constants import ALERT, CRITICAL, DELETE_USER, HIGH, INFO, MONITOR, QUARANTINE, TAMPER_EVENTS
 from chalicelib.events import IamEvent
 from chalicelib.iam import GONE, ActionResult, error_code
 from chalicelib.policy import Decision
@@ -204,11 +204,13 @@ class SecurityHub:
 
     # -- the event path (an AlertSink) -------------------------------------------------------
 
-    def publish(self, event: IamEvent, decision: Decision, results: Sequence[ActionResult]) -> None:
-        if not wants(decision):
-            return
+    def publish(self, event: IamEvent, decision: Decision, results: Sequence[ActionResult], *, alerted: bool) -> None:
+        """Alerts that are findings are imported; a DeleteUser archives the user's findings."""
         try:
-            self.import_findings([self.event_finding(event, decision, results)])
+            if event.event_name == DELETE_USER and not event.error_code and event.target_user_name:
+                self._archive(self._active(user_prefix(event.account, event.target_user_name)), "the user was deleted")
+            elif alerted and wants(decision):
+                self.import_findings([self.event_finding(event, decision, results)])
         except Exception as exc:  # the home account id may need STS; nothing here may fail the event
             self._failed("import", exc)
 

@@ -240,8 +240,9 @@ class Fanout:
         self.sinks = sinks
         self.store = store
 
-    def publish(self, event: IamEvent, decision: Decision, results: Sequence[ActionResult]) -> None:
-        self._publish(alert_document(event, decision, results), event.event_id)
+    def publish(self, event: IamEvent, decision: Decision, results: Sequence[ActionResult], *, alerted: bool) -> None:
+        if alerted:
+            self._publish(alert_document(event, decision, results), event.event_id)
 
     def resolve(self, account: str, user: str, rule: str) -> None:
         """Close the PagerDuty incident of a case an approver decided."""

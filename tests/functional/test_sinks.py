@@ -320,6 +320,18 @@ def test_rest_grant_archives_and_revoke_reopens_with_a_new_finding(
     assert states == {"backdoor_key": "ARCHIVED", "exception_revoked": "ACTIVE"}
 
 
+def test_a_deleteuser_event_archives_the_users_findings(aws: Aws, hub: Any) -> None:
+    raw, _ = backdoor(aws)
+    aws.invoke(raw)
+    other, _ = backdoor(aws, "bobby")
+    aws.invoke(other)
+    assert aws.invoke(record("DeleteUser", "bob", TERRAFORM))["verdict"] == "ignore"
+    states = {f["Resources"][0]["Details"]["AwsIamUser"]["UserName"]: f["RecordState"] for f in findings(hub)}
+    assert states == {"bob": "ARCHIVED", "bobby": "ACTIVE"}
+    [bob] = [f for f in findings(hub) if f["RecordState"] == "ARCHIVED"]
+    assert bob["ProductFields"]["iam-user-guardrail/ArchivedBecause"] == "the user was deleted"
+
+
 def test_hub_disabled_never_blocks_the_quarantine(
     aws: Aws, hub: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
