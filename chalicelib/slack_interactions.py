@@ -98,7 +98,7 @@ class SlackInteractions:
         verifier = SignatureVerifier(secret, clock=_Clock(self._clock))
         try:
             return bool(verifier.is_valid(body=body, timestamp=timestamp, signature=signature))
-        except ValueError:  # a non-numeric timestamp
+        except (ValueError, TypeError):  # a non-numeric timestamp; a non-ASCII signature (compare_digest)
             return False
 
     def _act(self, payload: dict[str, Any]) -> None:
