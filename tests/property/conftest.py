@@ -14,7 +14,7 @@ settings.register_profile(
     "ci",
     derandomize=True,
     deadline=None,
-    max_examples=60,
+    max_examples=100,
     database=None,
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
