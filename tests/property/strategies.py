@@ -12,13 +12,12 @@ from typing import Any
 from hypothesis import strategies as st
 
 from chalicelib.constants import (
-    CREATE_ACCESS_KEY,
-    CREATE_LOGIN_PROFILE,
-    CREATE_USER,
+    CREDENTIAL_STATUS_EVENTS,
     DETACH_USER_POLICY,
+    SUBSCRIBED_EVENTS,
     TAG_USER_EVENT,
     UNTAG_USER_EVENT,
-    UPDATE_ACCESS_KEY,
+    UPDATE_USER,
 )
 from chalicelib.slack_message import (
     BLOCKS_MAX,
@@ -107,15 +106,14 @@ json_values = st.recursive(
     max_leaves=20,
 )
 
-EVENT_NAMES = (
-    CREATE_USER,
-    CREATE_ACCESS_KEY,
-    CREATE_LOGIN_PROFILE,
-    DETACH_USER_POLICY,
-    UPDATE_ACCESS_KEY,
-    TAG_USER_EVENT,
-    UNTAG_USER_EVENT,
-)
+EVENT_NAMES = tuple(sorted(SUBSCRIBED_EVENTS))
+#: The request parameter that names the credential of each status call.
+STATUS_ID_FIELDS = {
+    "UpdateAccessKey": "accessKeyId",
+    "UpdateSSHPublicKey": "sSHPublicKeyId",
+    "UpdateServiceSpecificCredential": "serviceSpecificCredentialId",
+    "UpdateSigningCertificate": "certificateId",
+}
 IDENTITIES = (
     TERRAFORM,
     DEVELOPER,
@@ -134,8 +132,10 @@ def valid_records(draw: st.DrawFn) -> dict[str, Any]:
     raw = record(name, user, identity, tags=[("guardrail:status", "approved")], event_id="ev-1", access_key_id="AKIA1")
     if name == DETACH_USER_POLICY:
         raw["requestParameters"]["policyArn"] = f"arn:aws:iam::{ACCOUNT}:policy/iam-user-guardrail-quarantine"
-    elif name == UPDATE_ACCESS_KEY:
-        raw["requestParameters"].update(accessKeyId="AKIAEXAMPLEKEY000001", status="Active")
+    elif name in CREDENTIAL_STATUS_EVENTS:
+        raw["requestParameters"].update({STATUS_ID_FIELDS[name]: "AKIAEXAMPLEKEY000001", "status": "Active"})
+    elif name == UPDATE_USER:
+        raw["requestParameters"].update(newUserName="svc-datadog", newPath="/integrations/")
     elif name == TAG_USER_EVENT:
         raw["requestParameters"]["tags"] = [{"key": "guardrail:status", "value": "approved"}]
     elif name == UNTAG_USER_EVENT:
@@ -246,3 +246,6 @@ def assert_only_in_code_spans(text: str, name: str) -> None:
     spans = code_spans(rest)
     for found in re.finditer(re.escape(name), rest):
         assert any(a <= found.start() and found.end() <= b for a, b in spans), (name, text)
+
+
+assert set(STATUS_ID_FIELDS) == set(CREDENTIAL_STATUS_EVENTS), "a new status call needs its id field here"

@@ -10,13 +10,15 @@ from hypothesis import strategies as st
 
 from chalicelib.allowlist import GlobSet
 from chalicelib.events import parse_event
+from chalicelib.guardrail import SELF_APPROVAL_UNCHECKED
 from chalicelib.iam import DONE, FAILED, GONE, ActionResult
-from chalicelib.policy import decide
+from chalicelib.policy import credential_ref, decide
 from chalicelib.slack_message import build_alert
 from chalicelib.sweep import Row, expiry_notice, findings_message, sweep_errors_message
 from tests.helpers import ACCOUNT, allowlist, record
 from tests.property.strategies import (
     EVENT_NAMES,
+    STATUS_ID_FIELDS,
     assert_only_in_code_spans,
     assert_slack_safe,
     hostile_text,
@@ -71,8 +73,10 @@ def hostile_records(draw: st.DrawFn) -> dict[str, Any]:
     request = raw["requestParameters"]
     if name == "DetachUserPolicy":
         request["policyArn"] = draw(st.one_of(st.just(QUARANTINE_POLICY_ARN), text))
-    elif name == "UpdateAccessKey":
-        request.update(accessKeyId=draw(text), status=draw(st.one_of(st.just("Active"), text)))
+    elif name in STATUS_ID_FIELDS:
+        request.update({STATUS_ID_FIELDS[name]: draw(text), "status": draw(st.one_of(st.just("Active"), text))})
+    elif name == "UpdateUser":
+        request.update(newUserName=draw(text), newPath=draw(text))
     elif name == "TagUser":
         request["tags"] = [{"key": k, "value": v} for k, v in tags]
     elif name == "UntagUser":
@@ -84,7 +88,11 @@ def alerts_for(raw: dict[str, Any], detail: str) -> list[dict[str, Any]]:
     """The alert for every decision the event can get: with and without a record of the user,
     in both modes, with every step done or failed (the failure detail attacker-chosen too)."""
     event = parse_event(raw)
-    ours = {"deactivated_keys": [event.access_key_id], "tags": {k: f"{v}!" for k, v in event.request_tags}}
+    ours = {
+        "deactivated_keys": [credential_ref(event.credential_kind, event.credential_id)],
+        "tags": {k: f"{v}!" for k, v in event.request_tags},
+        "status": "quarantined",
+    }
     messages = []
     for user_record in (None, ours):
         for mode in (None, "monitor"):
@@ -92,7 +100,8 @@ def alerts_for(raw: dict[str, Any], detail: str) -> list[dict[str, Any]]:
             steps = decision.steps
             results = [ActionResult(step, event.target_user_name, s, detail) for step in steps for s in (DONE, FAILED)]
             messages.append(build_alert(event, decision))
-            messages.append(build_alert(event, decision, [*results, ActionResult("x", detail, GONE, detail)]))
+            results.append(ActionResult("x", detail, GONE, detail))
+            messages.append(build_alert(event, decision, results, notes=(SELF_APPROVAL_UNCHECKED,)))
     return messages
 
 
