@@ -91,11 +91,10 @@ class SlackInteractions:
         if not timestamp or not signature:
             return False
         try:
-            secret = self._signing_secret()
-        except Exception as exc:  # no secret, no verification: fail closed
+            verifier = SignatureVerifier(self._signing_secret(), clock=_Clock(self._clock))
+        except Exception as exc:  # no (or an empty) secret, no verification: fail closed
             log.error("cannot verify Slack requests: %s", type(exc).__name__)
             return False
-        verifier = SignatureVerifier(secret, clock=_Clock(self._clock))
         try:
             return bool(verifier.is_valid(body=body, timestamp=timestamp, signature=signature))
         except (ValueError, TypeError):  # a non-numeric timestamp; a non-ASCII signature (compare_digest)

@@ -158,7 +158,7 @@ def test_unsigned_or_wrongly_signed_requests_are_401_and_touch_nothing(
     assert world.store.calls == [] and world.replies == [] and not world.decided
 
 
-@given(body=st.text(max_size=200), secret=st.text(min_size=1, max_size=40).filter(lambda s: s != SECRET))
+@given(body=st.text(max_size=200), secret=st.text(min_size=1, max_size=40).filter(lambda s: s.strip() and s != SECRET))
 def test_a_request_signed_with_another_secret_is_401(body: str, secret: str) -> None:
     world = World()
     assert world.handler.handle(body, sign(body, secret=secret)).status == 401
@@ -169,6 +169,28 @@ def test_a_request_signed_with_another_secret_is_401(body: str, secret: str) -> 
 def test_a_correct_signature_outside_five_minutes_is_401(body: str, age: int) -> None:
     world = World()
     assert world.handler.handle(body, sign(body, at=NOW - age)).status == 401
+    assert world.store.calls == [] and not world.decided
+
+
+@pytest.mark.parametrize("configured", ["", "  ", None])
+def test_an_empty_or_missing_signing_secret_is_401_not_a_crash(configured: str | None) -> None:
+    """A secret left blank (or unreadable) verifies nothing: every request is refused."""
+
+    def secret() -> str:
+        if configured is None:
+            raise KeyError("signing_secret")
+        return configured
+
+    world = World()
+    world.handler = SlackInteractions(
+        signing_secret=secret,
+        approvals=world.approvals,  # type: ignore[arg-type]
+        store=world.store,  # type: ignore[arg-type]
+        responder=lambda url, message: world.replies.append((url, message)),
+        clock=lambda: NOW,
+    )
+    body = urlencode({"payload": json.dumps(correct_click())})
+    assert world.handler.handle(body, sign(body)).status == 401
     assert world.store.calls == [] and not world.decided
 
 
