@@ -174,15 +174,27 @@ class IamActions:
         result = self._call(action, user, method, UserName=user, Status=status, **{api.id_field: credential_id})
         return ActionResult(action, f"{user}/{credential_id}", result.status, result.detail)
 
-    def credentials(self, user: str, kinds: Iterable[str] = tuple(CREDENTIAL_APIS)) -> list[Credential]:
-        """The user's credentials of `kinds`, oldest first (one list call per kind)."""
+    def credentials(
+        self, user: str, kinds: Iterable[str] = tuple(CREDENTIAL_APIS), *, errors: list[str] | None = None
+    ) -> list[Credential]:
+        """The user's credentials of `kinds`, oldest first (one list call per kind).
+
+        A kind that cannot be listed is named in `errors` when given (the others are still listed),
+        else its error propagates. A user that no longer exists always propagates NoSuchEntity.
+        """
         found = []
         for kind in kinds:
             api = CREDENTIAL_APIS[kind]
-            if api.paginated:
-                pages = self._iam.get_paginator(api.list_call).paginate(UserName=user)
-            else:
-                pages = [getattr(self._iam, api.list_call)(UserName=user)]
+            try:
+                if api.paginated:
+                    pages = list(self._iam.get_paginator(api.list_call).paginate(UserName=user))
+                else:
+                    pages = [getattr(self._iam, api.list_call)(UserName=user)]
+            except Exception as exc:  # botocore errors, and parser errors of a reply that is not AWS's
+                if errors is None or error_code(exc) == "NoSuchEntity":
+                    raise
+                errors.append(f"cannot list {kind} credentials: {error_code(exc)}")
+                continue
             found += [
                 Credential(kind, meta[api.id_field], meta.get("Status") == "Active", meta.get(api.date_field))
                 for page in pages
