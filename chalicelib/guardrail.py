@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib.alerts import AlertDeliveryError, Notifier
-from chalicelib.allowlist import Allowlist, GlobSet
+from chalicelib.allowlist import Allowlist
 from chalicelib.constants import (
     ACCESS_KEY,
     APPROVE,
@@ -45,6 +45,7 @@ from chalicelib.iam import (
     IamActions,
     sanitise_tag_value,
 )
+from chalicelib.identity import OwnIdentity
 from chalicelib.policy import (
     ATTACH_QUARANTINE,
     DEACTIVATE_CREDENTIAL,
@@ -61,6 +62,13 @@ from chalicelib.slack_message import build_alert
 from chalicelib.store import EventState, Outcome, Store, StoreUnavailableError
 
 log = logging.getLogger(__name__)
+
+
+def _canonical_name(name: str, record: Mapping[str, Any]) -> str:
+    """The user's name as the guardrail recorded it: IAM names match without regard to case, so an
+    event may spell it otherwise (`BOB` for `bob`)."""
+    recorded = str(record.get("user", ""))
+    return recorded if recorded and recorded.lower() == name.lower() else name
 
 
 def _aware(moment: datetime) -> datetime:
@@ -146,7 +154,7 @@ class Guardrail:
         iam_for: Callable[[str], IamActions],
         store: Store,
         notifier: Notifier,
-        own_roles: GlobSet,
+        own_roles: OwnIdentity,
         policy_name: str = DEFAULT_QUARANTINE_POLICY_NAME,
         mode: str | None = None,
         self_approval_checkable: Callable[[], bool] = lambda: True,
@@ -259,7 +267,7 @@ class Guardrail:
     def _act(
         self, iam: IamActions, event: IamEvent, decision: Decision, record: Mapping[str, Any]
     ) -> list[ActionResult]:
-        user = event.target_user_name
+        user = _canonical_name(event.target_user_name, record)
         results: list[ActionResult] = []
         for step in decision.steps:
             if step == DEACTIVATE_CREDENTIAL:
@@ -288,7 +296,7 @@ class Guardrail:
         """Deactivate the credential the event made. Where the record does not name it (CloudTrail
         left out responseElements), the user's active credentials of that kind created at or after
         the event are the new ones; if none can be found, say so rather than claim it was done."""
-        user, kind = event.target_user_name, event.credential_kind
+        user, kind = _canonical_name(event.target_user_name, record), event.credential_kind
         if event.credential_id:
             return [iam.set_credential_status(user, kind, event.credential_id, "Inactive")]
         try:

@@ -7,18 +7,17 @@ from typing import Any
 
 from hypothesis import example, given
 
-from chalicelib.allowlist import GlobSet
 from chalicelib.events import MalformedEventError, parse_event
 from chalicelib.guardrail import Guardrail
 from chalicelib.iam import IamActions
 from chalicelib.policy import decide
 from chalicelib.slack_message import build_alert
 from chalicelib.store import Store
-from tests.helpers import allowlist, record
+from tests.helpers import OWN_IDENTITY, allowlist, record
 from tests.property.strategies import any_event_json
 
 ALLOWLIST = allowlist()
-OWN = GlobSet([])
+OWN = OWN_IDENTITY
 
 
 @given(raw=any_event_json)

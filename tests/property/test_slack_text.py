@@ -8,14 +8,13 @@ from typing import Any
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from chalicelib.allowlist import GlobSet
 from chalicelib.events import parse_event
 from chalicelib.guardrail import SELF_APPROVAL_UNCHECKED
 from chalicelib.iam import DONE, FAILED, GONE, ActionResult
 from chalicelib.policy import credential_ref, decide
 from chalicelib.slack_message import build_alert
 from chalicelib.sweep import Row, expiry_notice, findings_message, sweep_errors_message
-from tests.helpers import ACCOUNT, allowlist, record
+from tests.helpers import ACCOUNT, OWN_IDENTITY, allowlist, record
 from tests.property.strategies import (
     EVENT_NAMES,
     STATUS_ID_FIELDS,
@@ -25,7 +24,7 @@ from tests.property.strategies import (
 )
 
 ALLOWLIST = allowlist()
-OWN = GlobSet([])
+OWN = OWN_IDENTITY
 QUARANTINE_POLICY_ARN = f"arn:aws:iam::{ACCOUNT}:policy/iam-user-guardrail-quarantine"
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-from chalicelib.allowlist import GlobSet
 from chalicelib.constants import ACTION_KEEP_QUARANTINED
 from chalicelib.events import parse_event
 from chalicelib.iam import DONE, ActionResult
@@ -21,9 +20,9 @@ from chalicelib.slack_message import (
 )
 from chalicelib.sweep import Row, findings_message
 from chalicelib.synth import role_identity
-from tests.helpers import ACCOUNT, DEVELOPER, MALLORY, allowlist, record
+from tests.helpers import ACCOUNT, DEVELOPER, MALLORY, OWN_IDENTITY, allowlist, record
 
-OWN = GlobSet([])
+OWN = OWN_IDENTITY
 
 
 def alert_for(raw: dict, mode: str | None = None, results: tuple = ()) -> dict:
