@@ -27,6 +27,7 @@ from chalicelib.constants import (
     DEFAULT_QUARANTINE_POLICY_NAME,
     DELETE_USER,
     ENFORCE,
+    OWN_PART_EVENTS,
     STATUS_APPROVED,
     STATUS_EXCEPTION,
     STATUS_QUARANTINED,
@@ -50,14 +51,18 @@ from chalicelib.policy import (
     ATTACH_QUARANTINE,
     DEACTIVATE_CREDENTIAL,
     DELETE_LOGIN_PROFILE,
+    RESTORE_QUARANTINE_POLICY,
     TAG_USER,
     UNTAG_USER,
     Decision,
     UserFacts,
+    after_restore,
     credential_ref,
     decide,
     facts_needed,
 )
+from chalicelib.selfguard import guarded_roles as default_guarded_roles
+from chalicelib.selfguard import target
 from chalicelib.slack_message import build_alert
 from chalicelib.store import EventState, Outcome, Store, StoreUnavailableError
 
@@ -157,6 +162,7 @@ class Guardrail:
         own_roles: OwnIdentity,
         policy_name: str = DEFAULT_QUARANTINE_POLICY_NAME,
         mode: str | None = None,
+        guarded_roles: frozenset[str] | None = None,
         self_approval_checkable: Callable[[], bool] = lambda: True,
     ) -> None:
         self.allowlist = allowlist
@@ -166,6 +172,7 @@ class Guardrail:
         self.own_roles = own_roles
         self.policy_name = policy_name
         self.mode = mode or allowlist.mode
+        self.guarded_roles = default_guarded_roles() if guarded_roles is None else guarded_roles
         self._self_approval_checkable = self_approval_checkable
 
     def handle(self, raw: Any) -> HandleResult:
@@ -208,6 +215,8 @@ class Guardrail:
                 result.results = [ActionResult("assume_role", event.account, UNREACHABLE, account.unreachable)]
         failed = [r for r in result.results if r.status == FAILED]
         gone = any(r.status in (GONE, UNREACHABLE) for r in result.results)
+        if any(r.action == RESTORE_QUARANTINE_POLICY and r.status == DONE for r in result.results):
+            decision = result.decision = after_restore(decision)
 
         alert_error = ""
         if decision.notify or failed or gone:
@@ -261,6 +270,7 @@ class Guardrail:
             mode=self.mode,
             record=state.user_record,
             quarantine_policy=self.policy_name,
+            guarded_roles=self.guarded_roles,
         )
         return decision, facts
 
@@ -284,6 +294,8 @@ class Guardrail:
                 result = iam.untag_user(user, [k for k in decision.untag_keys if k.lower() not in ours])
             elif step == TAG_USER:
                 result = iam.tag_user(user, decision.tags)
+            elif step == RESTORE_QUARANTINE_POLICY:
+                result = iam.check_quarantine_policy(event.account, event.partition)
             else:  # pragma: no cover - the policy module defines every step
                 raise ValueError(f"unknown step {step}")
             results.append(result)
@@ -355,6 +367,7 @@ class Guardrail:
             "event_time": event.event_time.isoformat(),
             "account": event.account,
             "user": event.target_user_name,
+            "target": ": ".join(target(event) or ()),
             "actor": event.actor.principal_arn or event.actor.display,
             "source_ip": event.source_ip,
             "verdict": decision.verdict,
@@ -386,13 +399,20 @@ class Guardrail:
             user=event.target_user_name,
             audit=audit,
             event=case,
-            user_update=update if event.target_user_name else {},
+            # a policy or role event names no user: it never writes a user record
+            user_update=(
+                update
+                if event.target_user_name and not event.error_code and event.event_name not in OWN_PART_EVENTS
+                else {}
+            ),
             deactivated_keys=deactivated,
             approved_keys=(event.credential_id,) if approved else (),
             unsent_alert=result.message if alert_error else None,
             alert_error=alert_error,
-            fresh_record=event.event_name == CREATE_USER,
-            moved_from=event.renamed_from if event.event_name == UPDATE_USER else "",
+            # A failed call changed nothing: a CreateUser refused with EntityAlreadyExists must not
+            # wipe the record of the user that exists, nor a refused UpdateUser move it.
+            fresh_record=event.event_name == CREATE_USER and not event.error_code,
+            moved_from=event.renamed_from if event.event_name == UPDATE_USER and not event.error_code else "",
             previous_record=state.user_record,
             previous_exception=state.exception_item,
             close=event.event_name == DELETE_USER and not event.error_code,

@@ -26,6 +26,7 @@ from chalicelib.constants import REMEDIATION_SESSION_NAME
 from chalicelib.guardrail import Guardrail
 from chalicelib.iam import AccountAccessError, IamActions, error_code
 from chalicelib.identity import OwnIdentity
+from chalicelib.selfguard import guarded_roles
 from chalicelib.settings import Settings
 from chalicelib.store import Store, utcnow
 
@@ -196,6 +197,9 @@ class Runtime:
             own_roles=self.own_identity,
             policy_name=self.settings.quarantine_policy_name,
             mode=self.settings.mode or None,
+            guarded_roles=guarded_roles(
+                self.settings.remediation_role, self.settings.own_roles, self.settings.own_role_names
+            ),
             self_approval_checkable=lambda: bool(self.slack_bot_token()),
         )
 
@@ -253,6 +257,7 @@ class Runtime:
             mode=mode,
             dry_run=dry_run,
             clock=clock,
+            account=account or self.home_account,
         )
 
     def sweep_accounts(self) -> list[str]:

@@ -23,9 +23,17 @@ from typing import Any
 from chalicelib.alerts import AlertDeliveryError, Notifier
 from chalicelib.allowlist import Allowlist
 from chalicelib.approvals import Approvals
-from chalicelib.constants import ACCESS_KEY, ENFORCE, STATUS_APPROVED, STATUS_QUARANTINED, TAG_REASON, TAG_STATUS
-from chalicelib.iam import DONE, GONE, ActionResult, IamActions
-from chalicelib.policy import parse_credential_ref
+from chalicelib.constants import (
+    ACCESS_KEY,
+    CRITICAL,
+    ENFORCE,
+    STATUS_APPROVED,
+    STATUS_QUARANTINED,
+    TAG_REASON,
+    TAG_STATUS,
+)
+from chalicelib.iam import DONE, FAILED, GONE, INTACT, ActionResult, IamActions
+from chalicelib.policy import RESTORE_QUARANTINE_POLICY, parse_credential_ref
 from chalicelib.reconcile import (
     DEACTIVATE_EXTRA_KEYS,
     DEACTIVATE_RECORDED,
@@ -58,6 +66,8 @@ from chalicelib.store import (
 log = logging.getLogger(__name__)
 META_PK = "META"
 DIGEST_SK = "DIGEST"
+#: The finding of an account whose quarantine policy's default version is not deny-all.
+POLICY_TAMPERED = "quarantine_policy_tampered"
 
 
 @dataclass
@@ -115,7 +125,9 @@ class Reconciler:
         mode: str,
         dry_run: bool = False,
         clock: Callable[[], datetime] = utcnow,
+        account: str = "",
     ) -> None:
+        self.account = account
         self.iam = iam
         self.store = store
         self.allowlist = allowlist
@@ -123,6 +135,7 @@ class Reconciler:
         self._clock = clock
 
     def run(self, report: SweepReport) -> None:
+        self._check_quarantine_policy(report)
         now = self._clock()
         users = account_users(self.iam.user_details(), parse_credential_report(self.iam.credential_report()))
         items = list(self.store.query(USER_PK))
@@ -167,6 +180,41 @@ class Reconciler:
                 elif finding.action:
                     row.result = "not done (dry run or monitor mode)"
                 report.rows.append(row)
+
+    def _check_quarantine_policy(self, report: SweepReport) -> None:
+        """Before users are judged: the policy that quarantines them must deny everything (2 reads)."""
+        if not self.account:
+            report.errors.append("the quarantine policy was not checked: the account is unknown")
+            return
+        result = self.iam.check_quarantine_policy(self.account, restore=self.act)
+        if result.status == INTACT:
+            return
+        if result.status == FAILED:
+            report.errors.append(f"{self.account}: quarantine policy: {result.describe()}")
+            return
+        row = Row(
+            self.account,
+            self.iam.policy_name,
+            "quarantine_policy",
+            POLICY_TAMPERED,
+            CRITICAL,
+            f"{result.target}: {result.detail}",
+            action=RESTORE_QUARANTINE_POLICY,
+            result="done" if result.status == DONE else "not done (dry run or monitor mode)",
+        )
+        report.rows.append(row)
+        try:
+            self.store.append_audit(
+                {
+                    "kind": f"sweep_{RESTORE_QUARANTINE_POLICY}",
+                    "account": self.account,
+                    "by": "sweep",
+                    "reason": row.detail,
+                    "results": [result.describe()],
+                }
+            )
+        except StoreUnavailableError as exc:
+            log.error("sweep could not record the quarantine policy check: %s", exc)
 
     def _recorded_still_active(
         self, user: AccountUser, record: Mapping[str, Any], report: SweepReport
@@ -278,6 +326,20 @@ def findings_message(rows: list[Row], title: str, limit: int = 40) -> dict[str, 
     return notice(title, sections, fallback=f"{title}: {summary or 'no findings'}")
 
 
+def policy_tampered_message(rows: list[Row]) -> dict[str, Any]:
+    """Critical: a quarantine policy that does not deny everything releases every quarantined user."""
+    lines = [
+        f":rotating_light: *CRITICAL* The quarantine policy of {safe(r.account, 12)} was not deny-all: "
+        f"{safe(r.detail, 600)} → {safe(r.result, 120)}"
+        for r in rows
+    ]
+    lines.append(
+        "No event told the guardrail (a lost or filtered event): find who changed the policy in CloudTrail "
+        "(CreatePolicyVersion, SetDefaultPolicyVersion)."
+    )
+    return notice("Quarantine policy tampered", ["\n".join(lines)])
+
+
 def sweep_errors_message(errors: list[str]) -> dict[str, Any]:
     text = ":x: The sweep could not check everything:\n" + "\n".join(f"• {safe(e, 300)}" for e in errors[:20])
     return notice("Sweep incomplete", [text])
@@ -304,8 +366,11 @@ def run_sweep(
             report.errors.append(f"reconciliation failed: {type(exc).__name__}: {exc}")
     if report.errors:
         _deliver(store, notifier, f"sweep-errors-{clock():%Y%m%dT%H%M}", sweep_errors_message(report.errors))
+    tampered = [r for r in report.findings if r.finding == POLICY_TAMPERED]
+    if tampered:
+        _deliver(store, notifier, f"policy-tampered-{clock():%Y%m%dT%H%M}", policy_tampered_message(tampered))
     if reconcilers:
-        acted = [r for r in report.findings if r.result == "done"]
+        acted = [r for r in report.findings if r.result == "done" and r.finding != POLICY_TAMPERED]
         if acted:
             message = findings_message(acted, "Sweep: the guardrail acted on missed changes")
             _deliver(store, notifier, f"sweep-{clock():%Y%m%dT%H%M}", message)

@@ -204,6 +204,9 @@ def test_member_remediation_role_has_the_lambda_roles_iam_permissions_and_no_mor
     lambda_role = json.loads((REPO / ".chalice" / "policy-prod.json").read_text())
     assert iam_statements(member) == iam_statements(lambda_role)
     assert {s["Sid"] for s in member["Statement"]} == set(iam_statements(lambda_role))
+    role = template(MEMBER)["Resources"]["GuardrailRemediationRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    [versions] = [s for s in role["Statement"] if "iam:CreatePolicyVersion" in s["Action"]]
+    assert versions["Resource"] == {"Ref": "QuarantinePolicy"}  # that account's quarantine policy, nothing else
 
 
 def test_member_role_trusts_only_the_guardrail_with_an_external_id() -> None:

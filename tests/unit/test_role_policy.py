@@ -27,6 +27,14 @@ USED_BY_LAMBDA = {"sqs:SendMessage"}
 ALWAYS_ALLOWED = {"sts:GetCallerIdentity"}
 #: IAM actions that support no resource-level permissions: "*" is the narrowest resource.
 ACCOUNT_WIDE = {"iam:GetAccountAuthorizationDetails", "iam:GenerateCredentialReport", "iam:GetCredentialReport"}
+#: The calls that keep the quarantine policy deny-all: on that one policy only.
+POLICY_VERSION_ACTIONS = {
+    "iam:GetPolicy",
+    "iam:GetPolicyVersion",
+    "iam:ListPolicyVersions",
+    "iam:CreatePolicyVersion",
+    "iam:DeletePolicyVersion",
+}
 #: A transaction is authorised per item action.
 EXPANDS = {"dynamodb:TransactWriteItems": ["dynamodb:PutItem", "dynamodb:UpdateItem"]}
 
@@ -73,6 +81,7 @@ def allowed(policy: dict) -> set[str]:
 def test_scanner_finds_the_calls() -> None:
     used = actions_used()
     assert {"iam:AttachUserPolicy", "iam:TagUser", "dynamodb:BatchGetItem", "secretsmanager:GetSecretValue"} <= used
+    assert used >= POLICY_VERSION_ACTIONS
 
 
 @pytest.mark.parametrize("path", POLICIES, ids=lambda p: p.name)
@@ -94,6 +103,9 @@ def test_role_covers_every_call_and_nothing_broader(path) -> None:
             assert statement["Condition"]["ArnEquals"]["iam:PolicyARN"].endswith(
                 ":policy/iam-user-guardrail-quarantine"
             )
+        if POLICY_VERSION_ACTIONS & set(actions):
+            assert set(actions) == POLICY_VERSION_ACTIONS, statement["Sid"]
+            assert statement["Resource"] == "arn:aws:iam::*:policy/iam-user-guardrail-quarantine"
         if "iam:TagUser" in actions:
             assert statement["Condition"]["ForAllValues:StringLike"]["aws:TagKeys"] == ["guardrail:*"]
 
