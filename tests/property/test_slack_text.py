@@ -13,7 +13,7 @@ from chalicelib.guardrail import SELF_APPROVAL_UNCHECKED
 from chalicelib.iam import DONE, FAILED, GONE, ActionResult
 from chalicelib.policy import credential_ref, decide
 from chalicelib.slack_message import build_alert
-from chalicelib.sweep import Row, expiry_notice, findings_message, sweep_errors_message
+from chalicelib.sweep import Row, expiry_notice, findings_message, policy_tampered_message, sweep_errors_message
 from tests.helpers import ACCOUNT, OWN_IDENTITY, allowlist, record
 from tests.property.strategies import (
     EVENT_NAMES,
@@ -173,3 +173,8 @@ def test_sweep_findings_escape_every_field_and_fit_block_kit(found: list[Row], t
 @given(errors=st.lists(hostile_text, min_size=1, max_size=25))
 def test_sweep_error_notice_escapes_exception_text(errors: list[str]) -> None:
     assert_slack_safe(sweep_errors_message(errors))
+
+
+@given(found=st.lists(rows, min_size=1, max_size=12))
+def test_policy_tamper_notice_escapes_what_the_sweep_read(found: list[Row]) -> None:
+    assert_slack_safe(policy_tampered_message(found))
