@@ -11,14 +11,14 @@ Order matters for safety:
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chalicelib.alerts import AlertDeliveryError, Notifier
+from chalicelib import observability
+from chalicelib.alerts import AlertDeliveryError, AlertSink, Notifier
 from chalicelib.allowlist import Allowlist
 from chalicelib.constants import (
     ACCESS_KEY,
@@ -145,9 +145,8 @@ class _AccountIam:
                     self._iam = self._iam_for(self._event.account)
                 except AccountAccessError as exc:
                     self.unreachable = str(exc)
-                    log.error(
-                        json.dumps({"msg": "account unreachable", "account": self._event.account, "error": str(exc)})
-                    )
+                    log.error("account unreachable", extra={"account": self._event.account, "error": str(exc)})
+                    observability.count(observability.ACCOUNT_UNREACHABLE)
         return self._iam
 
 
@@ -162,9 +161,11 @@ class Guardrail:
         own_roles: OwnIdentity,
         policy_name: str = DEFAULT_QUARANTINE_POLICY_NAME,
         mode: str | None = None,
+        sinks: Iterable[AlertSink] = (),
         guarded_roles: frozenset[str] | None = None,
         self_approval_checkable: Callable[[], bool] = lambda: True,
     ) -> None:
+        self.sinks = sinks
         self.allowlist = allowlist
         self.iam_for = iam_for
         self.store = store
@@ -180,17 +181,19 @@ class Guardrail:
         try:
             event = parse_event(raw)
         except MalformedEventError as exc:
-            log.warning(json.dumps({"msg": "event ignored", "reason": str(exc)}))
+            observability.correlate(raw.get("id") if isinstance(raw, dict) else None)
+            log.warning("event ignored", extra={"reason": str(exc)})
             return HandleResult(status="rejected", reason=str(exc))
         return self.handle_event(event)
 
     def handle_event(self, event: IamEvent) -> HandleResult:
+        observability.correlate(event.event_id)
         store_error: StoreUnavailableError | None = None
         try:
             # A rename is judged against the record the user had under its old name.
             state = self.store.load(event.event_id, event.account, event.renamed_from or event.target_user_name)
         except StoreUnavailableError as exc:
-            log.error(json.dumps({"msg": "table unreachable; acting without state", "error": str(exc)}))
+            log.error("table unreachable; acting without state", extra={"error": str(exc)})
             store_error, state = exc, EventState()
         result = HandleResult(
             status="handled",
@@ -201,7 +204,7 @@ class Guardrail:
         )
         if state.processed:
             result.status = "duplicate"
-            log.info(json.dumps({"msg": "duplicate delivery ignored", "event_id": event.event_id}))
+            log.info("duplicate delivery ignored", extra={"event_id": event.event_id})
             return result
 
         account = _AccountIam(self.iam_for, event)
@@ -229,9 +232,9 @@ class Guardrail:
                 result.alert = "sent"
             except AlertDeliveryError as exc:
                 alert_error = str(exc)
-                log.error(
-                    json.dumps({"msg": "alert not delivered; queued", "event_id": event.event_id, "error": alert_error})
-                )
+                log.error("alert not delivered; queued", extra={"event_id": event.event_id, "error": alert_error})
+        for sink in self.sinks:
+            sink.publish(event, decision, result.results, alerted=result.message is not None)
 
         if failed:
             self._queue_alert(event, result, alert_error)
@@ -242,7 +245,7 @@ class Guardrail:
             try:
                 if not self.store.record(self._outcome(event, result, alert_error, state, facts)):
                     result.status = "duplicate"
-                    log.info(json.dumps({"msg": "concurrent duplicate delivery", "event_id": event.event_id}))
+                    log.info("concurrent duplicate delivery", extra={"event_id": event.event_id})
                     return result
                 if alert_error:
                     result.alert = "queued"
@@ -384,6 +387,7 @@ class Guardrail:
             "user": event.target_user_name,
             "verdict": decision.verdict,
             "severity": decision.severity,
+            "rule": decision.rule,
             "actor": event.actor.principal_arn,
             "actor_arn": event.actor.arn,
             "actor_session": event.actor.session_name,
@@ -431,8 +435,8 @@ class Guardrail:
     def _alert_lost(result: HandleResult) -> None:
         """Slack and the table both failed: the log keeps the whole alert, and the handler raises."""
         result.alert = "lost"
-        log.critical(json.dumps({"msg": "alert could not be queued", "message": result.message}, default=str))
+        log.critical("alert could not be queued", extra={"alert_message": result.message})
 
     @staticmethod
     def _log(result: HandleResult) -> None:
-        log.info(json.dumps({"msg": "event handled", **result.to_dict()}, default=str))
+        observability.decision(result)

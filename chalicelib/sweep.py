@@ -11,16 +11,16 @@ sweep decides to change.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chalicelib.alerts import AlertDeliveryError, Notifier
+from chalicelib import observability
+from chalicelib.alerts import AlertDeliveryError, Notifier, Sink, deliver_queued
 from chalicelib.allowlist import Allowlist
 from chalicelib.approvals import Approvals
 from chalicelib.constants import (
@@ -32,7 +32,7 @@ from chalicelib.constants import (
     TAG_REASON,
     TAG_STATUS,
 )
-from chalicelib.iam import DONE, FAILED, GONE, INTACT, ActionResult, IamActions
+from chalicelib.iam import DONE, FAILED, GONE, INTACT, AccountAccessError, ActionResult, IamActions
 from chalicelib.policy import RESTORE_QUARANTINE_POLICY, parse_credential_ref
 from chalicelib.reconcile import (
     DEACTIVATE_EXTRA_KEYS,
@@ -59,12 +59,15 @@ from chalicelib.store import (
     exception_from_item,
     is_active_exception,
     iso,
+    parse_iso,
     user_sk,
     utcnow,
 )
 
 log = logging.getLogger(__name__)
 META_PK = "META"
+#: An alert still unsent this long after it was first queued counts as stuck (metric AlertQueued).
+OUTBOX_STUCK_AFTER = timedelta(minutes=1)
 DIGEST_SK = "DIGEST"
 #: The finding of an account whose quarantine policy's default version is not deny-all.
 POLICY_TAMPERED = "quarantine_policy_tampered"
@@ -352,8 +355,14 @@ def run_sweep(
     notifier: Notifier,
     reconcilers: Iterable[Callable[[], Reconciler]] = (),
     clock: Callable[[], datetime] = utcnow,
+    sinks: Mapping[str, Sink] | None = None,
+    observers: Iterable[Callable[[SweepReport], None]] = (),
 ) -> SweepReport:
-    """`reconcilers` build one Reconciler per account (building one may fail: the account is reported)."""
+    """`reconcilers` build one Reconciler per account (building one may fail: the account is reported).
+
+    `sinks` are the destinations besides Slack that outbox items may name; `observers` see the
+    report once every account is reconciled (Security Hub imports the hygiene findings).
+    """
     report = SweepReport()
     report.expired = approvals.expire_due()
     for item in report.expired:
@@ -363,6 +372,8 @@ def run_sweep(
             build().run(report)
         except Exception as exc:  # the other accounts, the outbox and the digest still run
             log.exception("reconciliation failed")
+            if isinstance(exc, AccountAccessError):
+                observability.count(observability.ACCOUNT_UNREACHABLE)
             report.errors.append(f"reconciliation failed: {type(exc).__name__}: {exc}")
     if report.errors:
         _deliver(store, notifier, f"sweep-errors-{clock():%Y%m%dT%H%M}", sweep_errors_message(report.errors))
@@ -375,8 +386,12 @@ def run_sweep(
             message = findings_message(acted, "Sweep: the guardrail acted on missed changes")
             _deliver(store, notifier, f"sweep-{clock():%Y%m%dT%H%M}", message)
         report.digest_sent = _daily_digest(store, notifier, report, clock())
-    _resend_outbox(store, notifier, report)
-    log.info(json.dumps({"msg": "sweep done", **report.to_dict()}, default=str))
+        for observe in observers:
+            observe(report)
+    _resend_outbox(store, notifier, report, sinks, clock())
+    log.info("sweep done", extra=report.to_dict())
+    observability.count(observability.SWEEP_FINDINGS, len(report.findings))
+    observability.flush()
     return report
 
 
@@ -404,12 +419,16 @@ def _deliver(store: Store, notifier: Notifier, key: str, message: dict[str, Any]
         store.save_unsent_alert(key, message, str(exc))
 
 
-def _resend_outbox(store: Store, notifier: Notifier, report: SweepReport) -> None:
+def _resend_outbox(
+    store: Store, notifier: Notifier, report: SweepReport, sinks: Mapping[str, Sink] | None, now: datetime
+) -> None:
+    stuck = 0
     for queued in list(store.query(OUTBOX_PK)):
         try:
-            notifier.send(json.loads(queued["message"]))
+            deliver_queued(queued, slack=notifier, sinks=sinks)
         except AlertDeliveryError as exc:
             report.still_unsent += 1
+            stuck += _queued_at(queued) < now - OUTBOX_STUCK_AFTER
             report.errors.append(f"{queued['event_id']}: {exc}")
             continue
         except ValueError:
@@ -420,3 +439,12 @@ def _resend_outbox(store: Store, notifier: Notifier, report: SweepReport) -> Non
         except StoreUnavailableError as exc:  # sent but not deleted: a repeat next hour beats a loss
             report.errors.append(f"{queued['event_id']}: {exc}")
         report.resent += 1
+    observability.count(observability.ALERT_QUEUED, stuck)  # 0 too: the alarm needs data points
+
+
+def _queued_at(item: Mapping[str, Any]) -> datetime:
+    """When an outbox item was first queued (its sort key starts with that time)."""
+    try:
+        return parse_iso(str(item.get("first_failed_at") or item["sk"].split("#", 1)[0]))
+    except (ValueError, KeyError):
+        return datetime.min.replace(tzinfo=UTC)  # unknown: count it as stuck

@@ -86,8 +86,9 @@ def test_member_account_template_lints_clean() -> None:
 
 
 def test_resources_fragment_lints_clean_but_for_references_to_chalices_resources() -> None:
-    # E1020/E6101: Ref/GetAtt of OnIamEvent, Sweep, OnIamEventRole, which `chalice package` adds.
-    done = lint(RESOURCES, "E1020", "E6101")
+    # E1020/E6101/E1019: Ref/GetAtt/Sub of OnIamEvent, Sweep, OnIamEventRole, which `chalice package`
+    # adds (the merged package below is linted with every check).
+    done = lint(RESOURCES, "E1020", "E6101", "E1019")
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -232,3 +233,28 @@ def test_central_bus_accepts_events_from_the_organization_only() -> None:
     statement = bus["Properties"]["Statement"]
     assert statement["Action"] == "events:PutEvents"
     assert statement["Condition"] == {"StringEquals": {"aws:PrincipalOrgID": {"Ref": "OrganizationId"}}}
+
+
+def test_alarms_and_dashboard_address_the_metrics_the_code_publishes() -> None:
+    from chalicelib import observability
+
+    resources = template(RESOURCES)["Resources"]
+    for name, metric in (
+        ("AlertQueuedAlarm", observability.ALERT_QUEUED),
+        ("AccountUnreachableAlarm", observability.ACCOUNT_UNREACHABLE),
+    ):
+        alarm = resources[name]["Properties"]
+        assert (alarm["Namespace"], alarm["MetricName"]) == (observability.NAMESPACE, metric)
+        assert alarm["Dimensions"] == [{"Name": "service", "Value": observability.SERVICE}]
+        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+    body = resources["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    sample = re.sub(r"\$\{[^}]+\}", "x", body)
+    widgets = json.loads(sample)["widgets"]
+    shown = {
+        m[1]
+        for w in widgets
+        if w["type"] == "metric"
+        for m in w["properties"]["metrics"]
+        if m[0] == observability.NAMESPACE or m[0] == "."
+    }
+    assert shown == set(observability.METRICS)

@@ -19,6 +19,7 @@ RECEIVERS = {
     "self._ddb": "dynamodb",
     'self.client("secretsmanager")': "secretsmanager",
     'self.client("sts")': "sts",
+    "self._hub": "securityhub",
 }
 #: Used by Lambda itself with the function's role, not by our code: logs, and the on-failure
 #: destination of asynchronous invocations (infra/resources.yaml's dead-letter queue).
@@ -81,6 +82,7 @@ def allowed(policy: dict) -> set[str]:
 def test_scanner_finds_the_calls() -> None:
     used = actions_used()
     assert {"iam:AttachUserPolicy", "iam:TagUser", "dynamodb:BatchGetItem", "secretsmanager:GetSecretValue"} <= used
+    assert {"securityhub:BatchImportFindings", "securityhub:GetFindings"} <= used
     assert used >= POLICY_VERSION_ACTIONS
 
 
