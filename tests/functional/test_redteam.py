@@ -77,6 +77,116 @@ def has_login_profile(aws: Aws, user: str) -> bool:
 # -- 1. a backdoor password survives quarantine and goes live with an unrelated approval --------
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="red team: a console password set by another principal on a quarantined user is never deleted; "
+    "approving the user's own CreateUser alert makes the backdoor password work",
+)
+def test_backdoor_password_goes_live_when_the_user_is_approved(aws: Aws) -> None:
+    store_slack_secret(aws)
+    # A developer's debug user, quarantined: the security lead means to approve it.
+    value = quarantine_new_user(aws, "dana-debug")
+    # Mallory (any insider with iam:CreateLoginProfile) sets a password she knows on it.
+    aws.iam.create_login_profile(UserName="dana-debug", Password="Mallory-Knows-This-1!")
+    decision = aws.invoke(login_profile_event("dana-debug", MALLORY))
+    assert decision["verdict"] == "quarantine" and decision["severity"] == "critical"  # alerted as a backdoor...
+    # ...but the password is only "covered" by the quarantine policy, so releasing the user frees it.
+    assert click(aws, "guardrail_approve_7", value) == 200
+    assert aws.user_state("dana-debug")["policies"] == []  # the approval the lead wanted
+    assert not has_login_profile(aws, "dana-debug"), "Mallory's password now signs in as dana-debug"
+
+
+# -- 2. a stale Slack button approves whatever user now holds the name -------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red team: Slack Approve binds the exception to the user id that holds the name at click time, "
+    "not the case's user id: delete and re-create the name, then any pending button releases the new user",
+)
+def test_stale_button_releases_a_recreated_user(aws: Aws) -> None:
+    store_slack_secret(aws)
+    value = quarantine_new_user(aws, "dana-debug")  # the alert the lead intends to approve
+    original_id = aws.iam.get_user(UserName="dana-debug")["User"]["UserId"]
+    # Mallory deletes the user and creates her own under the same name, with a password she knows.
+    aws.iam.detach_user_policy(UserName="dana-debug", PolicyArn=POLICY_ARN)
+    aws.iam.delete_user(UserName="dana-debug")
+    aws.invoke(record("DeleteUser", "dana-debug", MALLORY))
+    aws.iam.create_user(UserName="dana-debug")
+    assert aws.invoke(record("CreateUser", "dana-debug", MALLORY))["verdict"] == "quarantine"
+    assert aws.iam.get_user(UserName="dana-debug")["User"]["UserId"] != original_id
+    # The lead clicks Approve on the original alert, still in the channel.
+    assert click(aws, "guardrail_approve_30", value) == 200
+    # The button named a quarantine of another user id: Mallory's user must stay quarantined.
+    assert attached_policy_denies_all(aws, "dana-debug"), "the stale button released Mallory's user"
+
+
+# -- 3. the quarantine policy is deleted and re-created as Allow-all: no event is watched -------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red team: DeletePolicy/CreatePolicy of the quarantine policy are not watched and attach_quarantine "
+    "never checks the document: an Allow-all policy of that name is attached as the 'quarantine'",
+)
+def test_quarantine_policy_recreated_as_allow_all_grants_admin(aws: Aws) -> None:
+    # No user is quarantined right now, and the restore left one version: DeletePolicy needs nothing else.
+    aws.iam.delete_policy(PolicyArn=POLICY_ARN)
+    aws.iam.create_policy(PolicyName=POLICY, PolicyDocument=json.dumps(ALLOW_ALL))
+    aws.invoke(policy_event("DeletePolicy", MALLORY, policyArn=POLICY_ARN))
+    aws.invoke(policy_event("CreatePolicy", MALLORY, policyName=POLICY, policyDocument=json.dumps(ALLOW_ALL)))
+    aws.slack.clear()
+    # Mallory's next user is "quarantined" with her Allow-all policy: it is an administrator.
+    aws.iam.create_user(UserName="mallory-admin")
+    result = aws.invoke(record("CreateUser", "mallory-admin", MALLORY))
+    assert result["verdict"] == "quarantine"
+    assert attached_policy_denies_all(aws, "mallory-admin"), "the 'quarantine' attached grants Allow *"
+
+
+# -- 4. the sweep approves an integration-named user nobody can vouch for ------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red team: with the CreateUser event missed (forwarding rule disabled), the sweep matches "
+    "integrations without created_by and tags an insider's user approved, its access key left active",
+)
+def test_sweep_approves_an_integration_named_user_made_by_an_insider(aws: Aws) -> None:
+    # Mallory disables the forwarding rule in her account (threat model), then makes a user whose
+    # name and path match the datadog integration, with a key; the events never reach the guardrail.
+    aws.iam.create_user(UserName="svc-datadog-exfil", Path="/integrations/")
+    key = aws.iam.create_access_key(UserName="svc-datadog-exfil")["AccessKey"]["AccessKeyId"]
+    aws.invoke_sweep()
+    state = aws.user_state("svc-datadog-exfil")
+    # The event path would have quarantined it (Mallory is not in created_by): the sweep must not approve it.
+    assert state["tags"].get("guardrail:status") != "approved", "the sweep tagged Mallory's user approved"
+    assert state["keys"][key] == "Inactive" or attached_policy_denies_all(aws, "svc-datadog-exfil")
+
+
+# -- 5. the sweep checks only access keys and passwords of approved integration users ------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red team: reconcile() checks an approved integration user's access keys and password only: an SSH "
+    "key uploaded while the forwarding rule was off stays active (same for service-specific creds, certificates)",
+)
+def test_sweep_leaves_an_ssh_key_on_an_integration_user(aws: Aws) -> None:
+    aws.iam.create_user(UserName="svc-datadog", Path="/integrations/")
+    assert aws.invoke(record("CreateUser", "svc-datadog", TERRAFORM, path="/integrations/"))["verdict"] == "approve"
+    # Rule disabled: Mallory uploads an SSH key (CodeCommit access with the integration's rights).
+    ssh_id = aws.iam.upload_ssh_public_key(UserName="svc-datadog", SSHPublicKeyBody=SSH_KEY)["SSHPublicKey"][
+        "SSHPublicKeyId"
+    ]
+    aws.invoke_sweep()
+    [ssh] = aws.iam.list_ssh_public_keys(UserName="svc-datadog")["SSHPublicKeys"]
+    assert ssh["SSHPublicKeyId"] == ssh_id
+    assert ssh["Status"] == "Inactive", "an SSH key nobody approved stays active on the integration user"
+
+
+# -- 6. links and mentions through Slack's automatic parsing -------------------------------------
+
+
 def test_role_path_and_session_name_reach_slack_as_live_links_and_mentions(aws: Aws) -> None:
     # Role paths allow any printable ASCII; session names allow '@'. Both are the attacker's choice.
     phish = role_identity(ACCOUNT, "deployer", "@here", path="/https://evil.example/reset-mfa/")
