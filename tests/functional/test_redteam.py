@@ -77,11 +77,6 @@ def has_login_profile(aws: Aws, user: str) -> bool:
 # -- 1. a backdoor password survives quarantine and goes live with an unrelated approval --------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team: a console password set by another principal on a quarantined user is never deleted; "
-    "approving the user's own CreateUser alert makes the backdoor password work",
-)
 def test_backdoor_password_goes_live_when_the_user_is_approved(aws: Aws) -> None:
     store_slack_secret(aws)
     # A developer's debug user, quarantined: the security lead means to approve it.
