@@ -94,11 +94,6 @@ def test_backdoor_password_goes_live_when_the_user_is_approved(aws: Aws) -> None
 # -- 2. a stale Slack button approves whatever user now holds the name -------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team: Slack Approve binds the exception to the user id that holds the name at click time, "
-    "not the case's user id: delete and re-create the name, then any pending button releases the new user",
-)
 def test_stale_button_releases_a_recreated_user(aws: Aws) -> None:
     store_slack_secret(aws)
     value = quarantine_new_user(aws, "dana-debug")  # the alert the lead intends to approve
