@@ -284,11 +284,6 @@ def rotated_integration_user(aws: Aws) -> tuple[str, str]:
     return old, new
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team: UpdateAccessKey to Active is judged only for keys the guardrail deactivated: an insider "
-    "silently re-enables an integration user's rotated-out (leaked) key, over max_access_keys",
-)
 def test_insider_reactivates_a_rotated_out_integration_key_silently(aws: Aws) -> None:
     old, _new = rotated_integration_user(aws)
     # The old key leaked (that is why it was rotated); Mallory switches it back on.
