@@ -415,7 +415,9 @@ def _tamper(
         )
     if name == DETACH_USER_POLICY:
         policy_arn = str(event.request_parameters.get("policyArn", ""))
-        if not policy_arn.endswith(f":policy/{quarantine_policy}"):
+        if not is_quarantine_policy(
+            policy_arn, account=event.account, partition=event.partition, name=quarantine_policy
+        ):
             return Decision(
                 IGNORE,
                 f"DetachUserPolicy of {policy_arn or 'a policy'}, not the quarantine policy",

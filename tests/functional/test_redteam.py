@@ -242,11 +242,6 @@ def test_insider_made_terraform_deployer_role_approves_an_integration_user(aws: 
 # -- 8. a case variant of the quarantine policy's ARN detaches it without a revert ---------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team: DetachUserPolicy is matched with a case-sensitive endswith, but IAM resolves policy ARNs "
-    "without regard to case: a detach naming IAM-USER-GUARDRAIL-QUARANTINE is ignored (pure layer: moto is exact)",
-)
 def test_case_variant_policy_arn_detaches_the_quarantine_silently() -> None:
     # moto matches policy ARNs exactly, so the detach itself cannot run there; real IAM resolves
     # managed-policy ARNs case-insensitively (and selfguard.is_quarantine_policy already assumes so).
