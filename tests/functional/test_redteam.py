@@ -288,11 +288,6 @@ def test_insider_reactivates_a_rotated_out_integration_key_silently(aws: Aws) ->
     assert aws.slack.messages, "and nobody was told"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team: over max_access_keys the sweep keeps the OLDEST active keys, so a re-enabled rotated-out "
-    "key survives and the integration's current, approved key is the one switched off",
-)
 def test_sweep_keeps_the_reactivated_old_key_and_disables_the_approved_one(aws: Aws) -> None:
     old, new = rotated_integration_user(aws)
     aws.iam.update_access_key(UserName="svc-datadog", AccessKeyId=old, Status="Active")  # event missed
