@@ -47,9 +47,14 @@ class Scene:
 
 def scenes() -> list[Scene]:
     def approved_user(iam: Any) -> dict[str, Any]:
-        iam.create_user(UserName="svc-datadog", Path="/integrations/")
+        created = iam.create_user(UserName="svc-datadog", Path="/integrations/")["User"]
         return cloudtrail_record(
-            "CreateUser", user="svc-datadog", identity=TERRAFORM, path="/integrations/", user_agent=TERRAFORM_USER_AGENT
+            "CreateUser",
+            user="svc-datadog",
+            identity=TERRAFORM,
+            path="/integrations/",
+            user_agent=TERRAFORM_USER_AGENT,
+            user_id=created["UserId"],
         )
 
     def terraform_key(iam: Any) -> dict[str, Any]:
@@ -63,8 +68,10 @@ def scenes() -> list[Scene]:
         )
 
     def developer_user(iam: Any) -> dict[str, Any]:
-        iam.create_user(UserName="dana-debug")
-        return cloudtrail_record("CreateUser", user="dana-debug", identity=DEVELOPER, source_ip="198.51.100.23")
+        created = iam.create_user(UserName="dana-debug")["User"]
+        return cloudtrail_record(
+            "CreateUser", user="dana-debug", identity=DEVELOPER, source_ip="198.51.100.23", user_id=created["UserId"]
+        )
 
     def backdoor_key(iam: Any) -> dict[str, Any]:
         iam.create_user(UserName="legacy-ci-bot")

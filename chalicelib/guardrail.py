@@ -37,6 +37,7 @@ from chalicelib.constants import (
 )
 from chalicelib.events import IamEvent, MalformedEventError, parse_event
 from chalicelib.iam import (
+    CREDENTIAL_APIS,
     DONE,
     FAILED,
     GONE,
@@ -363,7 +364,7 @@ class Guardrail:
                 update["tags"] = {key: sanitise_tag_value(value) for key, value in decision.tags}
             if decision.quarantines:
                 update["quarantine_event_id"] = event.event_id
-        approved = decision.verdict == APPROVE and event.credential_kind == ACCESS_KEY and event.credential_id
+        approved = decision.verdict == APPROVE and event.credential_kind in CREDENTIAL_APIS and event.credential_id
         switched_off = (
             event.event_name in CREDENTIAL_STATUS_EVENTS
             and event.credential_id
@@ -417,7 +418,7 @@ class Guardrail:
                 else {}
             ),
             deactivated_keys=deactivated,
-            approved_keys=(event.credential_id,) if approved else (),
+            approved_keys=(credential_ref(event.credential_kind, event.credential_id),) if approved else (),
             unapproved_keys=(credential_ref(event.credential_kind, event.credential_id),) if switched_off else (),
             unsent_alert=result.message if alert_error else None,
             alert_error=alert_error,

@@ -180,6 +180,37 @@ def reconcile(
     return UserVerdict(user.name, STATUS_APPROVED, integration.name, tuple(findings))
 
 
+def unrecorded_credentials(
+    user: AccountUser, record: Mapping[str, Any], active: Iterable[tuple[str, datetime | None]], owner: str = ""
+) -> list[Finding]:
+    """Active credentials (other than access keys, which max_access_keys governs) of an approved
+    user that the guardrail never approved: their creation event was missed.
+
+    The sweep cannot tell who made them; one made after the guardrail began to watch the user
+    (`seen_at`) was made while it was watching and its event was lost: deactivated. An older one
+    predates the guardrail and is reported for its owner to confirm.
+    """
+    approved = set(record.get("approved_keys", ()))
+    seen = _report_time(str(record.get("seen_at") or "")) if record.get("seen_at") else None
+    missed, older = [], []
+    for ref, created in active:
+        if ref in approved:
+            continue
+        (missed if seen is not None and created is not None and _aware(created) >= seen else older).append(ref)
+    findings = []
+    if missed:
+        detail = f"{', '.join(missed)} made while the guardrail watched, never approved (its event was missed)"
+        findings.append(
+            Finding(
+                user.name, "unrecorded_credential", HIGH, detail, DEACTIVATE_RECORDED, owner, credentials=tuple(missed)
+            )
+        )
+    if older:
+        detail = f"{', '.join(older)} predates the guardrail: confirm it with the owner"
+        findings.append(Finding(user.name, "unrecorded_credential", INFO, detail, NO_ACTION, owner))
+    return findings
+
+
 def owned_record(user: AccountUser, record: Mapping[str, Any] | None) -> Mapping[str, Any]:
     """The record if it belongs to this user (same id, or a record written before ids were kept)."""
     if not record:

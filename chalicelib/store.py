@@ -248,7 +248,13 @@ class Store:
                 ]
             return ops
         if outcome.fresh_record:
-            fresh = {**outcome.user_update, "account": account, "user": user, "updated_at": iso(now)}
+            fresh = {
+                **outcome.user_update,
+                "account": account,
+                "user": user,
+                "updated_at": iso(now),
+                "seen_at": iso(now),
+            }
             fresh.update(pk=USER_PK, sk=user_sk(account, user))
             if outcome.deactivated_keys:
                 fresh["deactivated_keys"] = set(outcome.deactivated_keys)
@@ -383,7 +389,11 @@ class Store:
         values = {**values, "account": account, "user": user, "updated_at": iso(self._clock())}
         names = {f"#{k}": k for k in values}
         encoded = _encode(values, prefix=":")
-        expression = "SET " + ", ".join(f"#{k} = :{k}" for k in values)
+        # When the guardrail began to watch this user: credentials older than that predate it.
+        names["#seen_at"] = "seen_at"
+        expression = "SET " + ", ".join(
+            [*(f"#{k} = :{k}" for k in values), "#seen_at = if_not_exists(#seen_at, :updated_at)"]
+        )
         sets = {"deactivated_keys": add_keys, **(add or {})}
         additions = [name for name, members in sets.items() if members]
         for name in additions:

@@ -15,7 +15,7 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,7 +32,7 @@ from chalicelib.constants import (
     TAG_REASON,
     TAG_STATUS,
 )
-from chalicelib.iam import DONE, FAILED, GONE, INTACT, AccountAccessError, ActionResult, IamActions
+from chalicelib.iam import CREDENTIAL_APIS, DONE, FAILED, GONE, INTACT, AccountAccessError, ActionResult, IamActions
 from chalicelib.policy import RESTORE_QUARANTINE_POLICY, parse_credential_ref
 from chalicelib.reconcile import (
     DEACTIVATE_EXTRA_KEYS,
@@ -46,6 +46,7 @@ from chalicelib.reconcile import (
     owned_record,
     parse_credential_report,
     reconcile,
+    unrecorded_credentials,
 )
 from chalicelib.slack_message import code, notice, quoted, safe
 from chalicelib.store import (
@@ -163,6 +164,10 @@ class Reconciler:
                 record=record,
                 active_refs=self._recorded_still_active(user, record, report),
             )
+            if verdict.status == STATUS_APPROVED:
+                verdict = replace(
+                    verdict, findings=(*verdict.findings, *self._unrecorded(user, record, verdict.integration, report))
+                )
             if not verdict.findings:
                 report.rows.append(Row(user.account, user.name, verdict.status))
             quarantined = False
@@ -218,6 +223,18 @@ class Reconciler:
             )
         except StoreUnavailableError as exc:
             log.error("sweep could not record the quarantine policy check: %s", exc)
+
+    def _unrecorded(
+        self, user: AccountUser, record: Mapping[str, Any], integration: str, report: SweepReport
+    ) -> list[Finding]:
+        """An approved user's other credential kinds (SSH keys, service-specific credentials, signing
+        certificates), listed for approved users only: they are few, and the bulk reads carry none."""
+        errors: list[str] = []
+        kinds = [kind for kind in CREDENTIAL_APIS if kind != ACCESS_KEY]
+        listed = self.iam.credentials(user.name, kinds, errors=errors)
+        report.errors += [f"{user.account}/{user.name}: {e}" for e in errors]
+        owner = next((i.owner for i in self.allowlist.integrations if i.name == integration), "")
+        return unrecorded_credentials(user, record, [(c.ref, c.created) for c in listed if c.active], owner)
 
     def _recorded_still_active(
         self, user: AccountUser, record: Mapping[str, Any], report: SweepReport

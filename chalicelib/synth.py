@@ -88,8 +88,12 @@ def cloudtrail_record(
     error_code: str = "",
     user_agent: str = "",
     source_ip: str = "203.0.113.10",
+    user_id: str = "",
 ) -> dict[str, Any]:
-    """One bare CloudTrail record for an IAM write, as it appears in a log file."""
+    """One bare CloudTrail record for an IAM write, as it appears in a log file.
+
+    `user_id`: the id IAM gave the user (CreateUser), where the user really exists.
+    """
     when = (event_time or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     request: dict[str, Any] = {"userName": user}
     response: dict[str, Any] | None = None
@@ -103,7 +107,7 @@ def cloudtrail_record(
             "user": {
                 "path": path,
                 "userName": user,
-                "userId": user_id_for(account, user),
+                "userId": user_id or user_id_for(account, user),
                 "arn": f"arn:aws:iam::{account}:user{path}{user}",
                 "createDate": "Nov 29, 2026 9:00:00 AM",
                 **({"tags": tag_list} if tag_list else {}),

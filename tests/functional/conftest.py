@@ -25,6 +25,7 @@ from tests.helpers import ALLOWLIST_YAML, REPO
 
 STAGE_ENV: dict[str, str] = stage_environment("dev")
 WEBHOOK_PATH = "/services/T000/B000/not-a-real-secret"
+ACCOUNT_ID = "123456789012"  # moto's default account: the guardrail's home in these tests
 TRUST_ACCOUNT = (
     '{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
     '"Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"sts:AssumeRole"}]}'
@@ -102,8 +103,9 @@ class Aws:
         response = detail.get("responseElements")
         created = response.get("user") if isinstance(response, dict) else None
         if detail.get("eventName") == "CreateUser" and isinstance(created, dict):
-            with contextlib.suppress(self.iam.exceptions.NoSuchEntityException):
-                created["userId"] = self.iam.get_user(UserName=created["userName"])["User"]["UserId"]
+            iam = self.iam_of(str(detail.get("recipientAccountId") or ACCOUNT_ID))
+            with contextlib.suppress(iam.exceptions.NoSuchEntityException):
+                created["userId"] = iam.get_user(UserName=created["userName"])["User"]["UserId"]
         with Client(app, stage_name="dev", project_dir=str(REPO)) as client:
             return client.lambda_.invoke("on_iam_event", envelope(raw) if wrap else raw).payload
 
@@ -115,6 +117,20 @@ class Aws:
                 source="aws.events", detail_type="Scheduled Event", detail={}, resources=[], region="us-east-1"
             )
             return client.lambda_.invoke("sweep", event).payload
+
+    def iam_of(self, account: str) -> Any:
+        """An IAM client in `account` (moto switches accounts by assumed-role credentials)."""
+        if account == ACCOUNT_ID:
+            return self.iam
+        credentials = boto3.client("sts").assume_role(
+            RoleArn=f"arn:aws:iam::{account}:role/OrganizationAccountAccessRole", RoleSessionName="test"
+        )["Credentials"]
+        return boto3.client(
+            "iam",
+            aws_access_key_id=credentials["AccessKeyId"],
+            aws_secret_access_key=credentials["SecretAccessKey"],
+            aws_session_token=credentials["SessionToken"],
+        )
 
     def _instrument(self) -> None:
         rt = runtime.get()

@@ -47,9 +47,10 @@ def member(aws: Aws) -> tuple[boto3.client, str]:
     iam = member_iam()
     ensure_quarantine_policy(iam, OTHER_ACCOUNT, POLICY)
     role_id = iam.create_role(RoleName=REMEDIATION, AssumeRolePolicyDocument=TRUST_ACCOUNT)["Role"]["RoleId"]
-    iam.create_user(UserName="dana")
+    dana_id = iam.create_user(UserName="dana")["User"]["UserId"]
     developer = role_identity(OTHER_ACCOUNT, "AWSReservedSSO_Developer_1", "dev@example.com")
-    assert aws.invoke(record("CreateUser", "dana", developer, account=OTHER_ACCOUNT))["verdict"] == "quarantine"
+    raw = record("CreateUser", "dana", developer, account=OTHER_ACCOUNT, user_id=dana_id)
+    assert aws.invoke(raw)["verdict"] == "quarantine"
     assert policies(iam, "dana") == [POLICY]
     aws.slack.clear()
     return iam, role_id

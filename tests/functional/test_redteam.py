@@ -151,11 +151,6 @@ def test_sweep_approves_an_integration_named_user_made_by_an_insider(aws: Aws) -
 # -- 5. the sweep checks only access keys and passwords of approved integration users ------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team: reconcile() checks an approved integration user's access keys and password only: an SSH "
-    "key uploaded while the forwarding rule was off stays active (same for service-specific creds, certificates)",
-)
 def test_sweep_leaves_an_ssh_key_on_an_integration_user(aws: Aws) -> None:
     aws.iam.create_user(UserName="svc-datadog", Path="/integrations/")
     assert aws.invoke(record("CreateUser", "svc-datadog", TERRAFORM, path="/integrations/"))["verdict"] == "approve"
