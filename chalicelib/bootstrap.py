@@ -7,6 +7,7 @@ document come from `chalicelib.constants` in both.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -77,10 +78,27 @@ def ensure_quarantine_policy(iam: Any, account: str, name: str) -> str:
     return "created"
 
 
+def watch_account(dynamodb: Any, table: str, account: str) -> None:
+    """Record when the guardrail began to watch the account (kept if already set): the sweep does
+    not approve integration-named users created after it whose CreateUser it never saw."""
+    since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    try:
+        dynamodb.put_item(
+            TableName=table,
+            Item={"pk": {"S": "META"}, "sk": {"S": f"WATCHING#{account}"}, "since": {"S": since}},
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+    except ClientError as exc:
+        if error_code(exc) != "ConditionalCheckFailedException":
+            raise
+
+
 def bootstrap(*, iam: Any, dynamodb: Any, sts: Any, table: str, policy_name: str) -> dict[str, str]:
     account = sts.get_caller_identity()["Account"]
+    created = ensure_table(dynamodb, table)
+    watch_account(dynamodb, table, account)
     return {
         "account": account,
-        "table": f"{table}: {ensure_table(dynamodb, table)}",
+        "table": f"{table}: {created}",
         "policy": f"arn:aws:iam::{account}:policy/{policy_name}: {ensure_quarantine_policy(iam, account, policy_name)}",
     }

@@ -103,6 +103,7 @@ def reconcile(
     exception: ActiveException | None = None,
     record: Mapping[str, Any] | None = None,
     active_refs: frozenset[str] = frozenset(),
+    watching_since: datetime | None = None,
 ) -> UserVerdict:
     """What is wrong with one user, and what to do.
 
@@ -135,6 +136,16 @@ def reconcile(
         if quarantined:
             return UserVerdict(user.name, STATUS_QUARANTINED, findings=tuple(findings))
         findings.append(Finding(user.name, "unapproved", HIGH, match.why_not, QUARANTINE_USER))
+        return UserVerdict(user.name, "unapproved", findings=tuple(findings))
+    created = _aware(user.created)
+    if not record.get("status") and watching_since is not None and created is not None and created >= watching_since:
+        # The sweep sees users, not who made them: a user made while the guardrail watched whose
+        # CreateUser it never saw cannot be checked against created_by, so it approves nothing.
+        detail = (
+            f"matches integration '{integration.name}' but was created {created:%Y-%m-%d %H:%M} UTC while the "
+            "guardrail watched and its CreateUser was never seen: its creator cannot be checked against created_by"
+        )
+        findings.append(Finding(user.name, "creator_unverified", HIGH, detail, QUARANTINE_USER, integration.owner))
         return UserVerdict(user.name, "unapproved", findings=tuple(findings))
 
     owner = integration.owner

@@ -40,6 +40,7 @@ USER_PK: Final = "USER"
 EXCEPTION_PK: Final = "EXCEPTION"
 AUDIT_PK: Final = "AUDIT"
 OUTBOX_PK: Final = "OUTBOX"
+META_PK: Final = "META"
 _SER = TypeSerializer()
 _DESER = TypeDeserializer()
 
@@ -72,6 +73,10 @@ def parse_iso(text: str) -> datetime:
 def user_sk(account: str, user: str) -> str:
     """IAM user names are unique without regard to case, and calls may spell them either way."""
     return f"{account}#{user.lower()}"
+
+
+def watch_sk(account: str) -> str:
+    return f"WATCHING#{account}"
 
 
 def event_pk(event_id: str) -> str:
@@ -175,6 +180,18 @@ class Store:
         if request:
             raise StoreUnavailableError(f"table {self.table} left keys unprocessed")
         return {(item["pk"], item["sk"]): item for item in items}
+
+    def watching_since(self, account: str) -> datetime:
+        """When the guardrail began to watch `account` (set on first ask, by bootstrap or the sweep).
+
+        A user created after it whose CreateUser the guardrail never saw had its event lost.
+        """
+        item = self.get(META_PK, watch_sk(account))
+        if item is None:
+            now = self._clock()
+            self.put({"pk": META_PK, "sk": watch_sk(account), "since": iso(now)}, condition="attribute_not_exists(pk)")
+            item = self.get(META_PK, watch_sk(account)) or {"since": iso(now)}
+        return parse_iso(item["since"])
 
     def get(self, pk: str, sk: str) -> dict[str, Any] | None:
         return self.get_many([(pk, sk)]).get((pk, sk))

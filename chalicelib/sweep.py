@@ -52,6 +52,7 @@ from chalicelib.slack_message import code, notice, quoted, safe
 from chalicelib.store import (
     EVENT_SK,
     EXCEPTION_PK,
+    META_PK,
     OUTBOX_PK,
     USER_PK,
     Store,
@@ -66,7 +67,7 @@ from chalicelib.store import (
 )
 
 log = logging.getLogger(__name__)
-META_PK = "META"
+
 #: An alert still unsent this long after it was first queued counts as stuck (metric AlertQueued).
 OUTBOX_STUCK_AFTER = timedelta(minutes=1)
 DIGEST_SK = "DIGEST"
@@ -152,6 +153,7 @@ class Reconciler:
             if is_active_exception(item)
         }
         report.users += len(users)
+        since = self.store.watching_since(self.account) if self.account and users else None
         for user in users:
             key = user_sk(user.account, user.name)
             record = owned_record(user, by_id.get(user.user_id) or by_name.get(key))
@@ -163,6 +165,7 @@ class Reconciler:
                 exception=exceptions.get(key),
                 record=record,
                 active_refs=self._recorded_still_active(user, record, report),
+                watching_since=since,
             )
             if verdict.status == STATUS_APPROVED:
                 verdict = replace(

@@ -131,11 +131,6 @@ def test_quarantine_policy_recreated_as_allow_all_grants_admin(aws: Aws) -> None
 # -- 4. the sweep approves an integration-named user nobody can vouch for ------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team: with the CreateUser event missed (forwarding rule disabled), the sweep matches "
-    "integrations without created_by and tags an insider's user approved, its access key left active",
-)
 def test_sweep_approves_an_integration_named_user_made_by_an_insider(aws: Aws) -> None:
     # Mallory disables the forwarding rule in her account (threat model), then makes a user whose
     # name and path match the datadog integration, with a key; the events never reach the guardrail.
