@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.alerts import AlertDeliveryError, Notifier
 from chalicelib.allowlist import Allowlist, GlobSet
@@ -50,6 +50,9 @@ from chalicelib.policy import (
 )
 from chalicelib.slack_message import build_alert
 from chalicelib.store import EventState, Outcome, Store, StoreUnavailableError
+
+if TYPE_CHECKING:
+    from chalicelib.outbox import BurstGate
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +133,10 @@ class Guardrail:
         own_roles: GlobSet,
         policy_name: str = DEFAULT_QUARANTINE_POLICY_NAME,
         mode: str | None = None,
+        burst: BurstGate | None = None,
     ) -> None:
         self.allowlist = allowlist
+        self.burst = burst
         self.iam_for = iam_for
         self.store = store
         self.notifier = notifier
@@ -183,8 +188,11 @@ class Guardrail:
         if decision.notify or failed or gone:
             result.message = build_alert(event, decision, result.results)
             try:
-                self.notifier.send(result.message)
-                result.alert = "sent"
+                if not failed and self.burst is not None and self.burst.hold(event, decision, result.message):
+                    result.alert = "rolled_up"  # named in the creator's roll-up by the next flush
+                else:
+                    self.notifier.send(result.message)
+                    result.alert = "sent"
             except AlertDeliveryError as exc:
                 alert_error = str(exc)
                 log.error(

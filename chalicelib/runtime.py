@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -28,7 +28,11 @@ from chalicelib.store import Store, utcnow
 
 if TYPE_CHECKING:  # the approval, sweep and Slack modules load only where they are used
     from chalicelib.approvals import Approvals
+    from chalicelib.fanout import AccountSweep, ScheduleReport
+    from chalicelib.organization import AccountPlan
+    from chalicelib.outbox import BurstGate, FlushReport
     from chalicelib.rest import RestApi
+    from chalicelib.silence import PipelineWatch, SilenceCheck
     from chalicelib.slack_interactions import SlackInteractions
     from chalicelib.sweep import Reconciler, SweepReport
 
@@ -70,7 +74,7 @@ class Runtime:
         )
         self._clients: dict[str, Any] = {}
         self._emails: dict[str, str | None] = {}
-        self._members: dict[str, tuple[IamActions, datetime]] = {}
+        self._members: dict[str, tuple[IamActions, boto3.session.Session, datetime]] = {}
         self._home_account = settings.home_account
         self._lock = threading.Lock()
 
@@ -113,9 +117,18 @@ class Runtime:
         """
         if not account or account == self.home_account:
             return self.iam
+        return self._member(account)[0]
+
+    def member_client(self, account: str, service: str) -> Any:
+        """A client for `service` in a member account, with the remediation role's credentials."""
+        session = self._member(account)[1]
+        with self._lock:
+            return session.client(service, config=self._config)
+
+    def _member(self, account: str) -> tuple[IamActions, boto3.session.Session]:
         cached = self._members.get(account)
-        if cached and cached[1] - timedelta(minutes=5) > utcnow():
-            return cached[0]
+        if cached and cached[2] - timedelta(minutes=5) > utcnow():
+            return cached[0], cached[1]
         role_arn = f"arn:aws:iam::{account}:role/{self.settings.remediation_role}"
         kwargs: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": "iam-user-guardrail", "DurationSeconds": 3600}
         if self.settings.external_id:
@@ -126,17 +139,17 @@ class Runtime:
             raise AccountAccessError(
                 f"cannot assume {role_arn}: {error_code(exc)} (account outside the organization, or no role)"
             ) from None
-        session = boto3.session.Session(
-            aws_access_key_id=credentials["AccessKeyId"],
-            aws_secret_access_key=credentials["SecretAccessKey"],
-            aws_session_token=credentials["SessionToken"],
-        )
-        actions = IamActions(
-            session.client("iam", config=self._config), policy_name=self.settings.quarantine_policy_name
-        )
+        with self._lock:
+            session = boto3.session.Session(
+                aws_access_key_id=credentials["AccessKeyId"],
+                aws_secret_access_key=credentials["SecretAccessKey"],
+                aws_session_token=credentials["SessionToken"],
+            )
+            iam_client = session.client("iam", config=self._config)
+        actions = IamActions(iam_client, policy_name=self.settings.quarantine_policy_name)
         expires = credentials["Expiration"]
-        self._members[account] = (actions, expires if expires.tzinfo else expires.replace(tzinfo=UTC))
-        return actions
+        self._members[account] = (actions, session, expires if expires.tzinfo else expires.replace(tzinfo=UTC))
+        return actions, session
 
     @cached_property
     def notifier(self) -> Notifier:
@@ -152,6 +165,7 @@ class Runtime:
             own_roles=GlobSet(self.settings.own_roles),
             policy_name=self.settings.quarantine_policy_name,
             mode=self.settings.mode or None,
+            burst=self.burst_gate,
         )
 
     @cached_property
@@ -210,15 +224,109 @@ class Runtime:
             clock=clock,
         )
 
-    def sweep_accounts(self) -> list[str]:
-        """Home first, then the member accounts the sweep visits (GUARDRAIL_SWEEP_ACCOUNTS)."""
-        return ["", *[a for a in self.settings.sweep_accounts if a != self.home_account]]
+    def sweep_plan(self) -> AccountPlan:
+        """The accounts to sweep: home, the organization's (discovery), the explicit list, minus exclusions."""
+        from chalicelib.organization import Organization, plan_accounts
 
-    def run_sweep(self) -> SweepReport:
+        s = self.settings
+        return plan_accounts(
+            home=self.home_account,
+            discovery=s.org_discovery,
+            organization=Organization(self.client("organizations")) if s.org_discovery != "false" else None,
+            explicit=s.sweep_accounts,
+            exclude=s.sweep_exclude,
+        )
+
+    def account_sweep(
+        self, account: str, *, dry_run: bool = False, notify: bool = True, clock: Callable[[], datetime] = utcnow
+    ) -> AccountSweep:
+        """One account's sweep: its users, and for a member account the silence checks."""
+        from chalicelib.fanout import AccountSweep
+
+        member = bool(account) and account != self.home_account
+        return AccountSweep(
+            account=account or self.home_account,
+            reconciler=lambda: self.reconciler(account, dry_run=dry_run, clock=clock),
+            silence=(lambda: self.silence_check(account, clock=clock)) if member else None,
+            store=self.store,
+            notifier=self.notifier if notify else None,
+            dry_run=dry_run,
+            clock=clock,
+        )
+
+    def silence_check(self, account: str, *, clock: Callable[[], datetime] = utcnow) -> SilenceCheck:
+        from chalicelib.silence import IAM_REGION, SilenceCheck
+
+        self.iam_for(account)  # assume the role once (raises AccountAccessError)
+        session = self._member(account)[1]
+        with self._lock:
+            events = session.client("events", region_name=IAM_REGION, config=self._config)
+            cloudtrail = session.client("cloudtrail", region_name=IAM_REGION, config=self._config)
+            iam = session.client("iam", config=self._config)
+        return SilenceCheck(
+            account=account,
+            events=events,
+            cloudtrail=cloudtrail,
+            iam=iam,
+            dynamodb=self.client("dynamodb"),
+            table=self.settings.table,
+            policy_name=self.settings.quarantine_policy_name,
+            clock=clock,
+        )
+
+    def run_sweep(self) -> SweepReport | ScheduleReport:
+        """The hourly function: fan out through SQS when a queue is set, else sweep here."""
+        from chalicelib.fanout import SweepQueue, schedule_sweep
         from chalicelib.sweep import run_sweep
 
-        builders = [lambda account=account: self.reconciler(account) for account in self.sweep_accounts()]
-        return run_sweep(approvals=self.approvals, store=self.store, notifier=self.notifier, reconcilers=builders)
+        plan = self.sweep_plan()
+        if self.settings.sweep_queue:
+            return schedule_sweep(
+                approvals=self.approvals,
+                store=self.store,
+                notifier=self.notifier,
+                queue=SweepQueue(self.client("sqs"), self.settings.sweep_queue),
+                accounts=plan.accounts,
+                discovered=plan.discovered,
+                errors=plan.errors,
+            )
+        builders = [lambda account=account: self.account_sweep(account) for account in plan.accounts]
+        report = run_sweep(approvals=self.approvals, store=self.store, notifier=self.notifier, reconcilers=builders)  # type: ignore[arg-type]
+        report.errors += plan.errors
+        return report
+
+    def run_worker(self, records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+        """The SQS worker: one account per message; failures reported per message."""
+        from chalicelib.fanout import handle_messages, worker_sweep
+
+        return handle_messages(
+            records, lambda account: worker_sweep(self.account_sweep(account), self.store, self.notifier)
+        )
+
+    @cached_property
+    def burst_gate(self) -> BurstGate:
+        from chalicelib.outbox import BurstGate
+
+        return BurstGate(self.store)
+
+    def flush_alerts(self) -> FlushReport:
+        from chalicelib.outbox import Flusher
+
+        return Flusher(self.store, self.notifier).flush()
+
+    @cached_property
+    def pipeline_watch(self) -> PipelineWatch:
+        from chalicelib.silence import PipelineWatch
+
+        return PipelineWatch(store=self.store, notifier=self.notifier, policy_name=self.settings.quarantine_policy_name)
+
+    def handle_event(self, raw: Any) -> dict[str, Any]:
+        """on_iam_event: heartbeats and rule tampering go to the pipeline watch, the rest to the guardrail."""
+        from chalicelib.silence import pipeline_event
+
+        if pipeline_event(raw):
+            return self.pipeline_watch.handle(raw)
+        return self.guardrail.handle(raw).to_dict()
 
     def respond_to_slack(self, url: str, message: Mapping[str, Any]) -> None:
         """Post to an interaction's response_url (Slack's own hosts only)."""

@@ -194,6 +194,9 @@ class Store:
                     )
                 }
             )
+        if outcome.account:  # when the account's last event arrived (silence detection reads it)
+            seen = {"pk": f"SEEN#{outcome.account}", "sk": f"{iso(now)}#{outcome.event_id}", "ttl": ttl}
+            items.append({"Put": {"TableName": self.table, "Item": _encode(seen)}})
         if outcome.unsent_alert is not None:
             item = self._outbox_item(outcome.event_id, outcome.unsent_alert, outcome.alert_error, now)
             items.append({"Put": {"TableName": self.table, "Item": _encode(item)}})
