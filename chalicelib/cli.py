@@ -100,9 +100,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(json.dumps({"accounts": accounts, **report.to_dict()}, indent=2, default=str))
     else:
         print_table(report)
-        print(f"{len(accounts)} account(s)" + (f", {len(report.errors)} error(s)" if report.errors else ""))
+        print(f"{len(accounts)} account(s)")
+    if report.errors:  # an account whose sweep crashed was not checked: say so, fail
+        print(f"sweep could not run for every account ({len(report.errors)} error(s)):", file=sys.stderr)
         for error in report.errors:
-            print(f"error: {error}", file=sys.stderr)
+            print(f"  {error}", file=sys.stderr)
+        return 2
     return 1 if args.fail_on_findings and report.findings else 0
 
 

@@ -280,7 +280,7 @@ def test_member_role_checks_silence_with_exactly_three_more_actions() -> None:
     }
     assert others == {"events:DescribeRule", "cloudtrail:DescribeTrails", "cloudtrail:GetTrailStatus"}
     [rule] = [s for s in member["Statement"] if s["Action"] == "events:DescribeRule"]
-    assert rule["Resource"] == {"Fn::GetAtt": ["ForwardIamEventsRule", "Arn"]}
+    assert rule["Resource"] == "arn:aws:events:us-east-1:111122223333:rule/iam-user-guardrail-forward"
 
 
 def test_member_account_forwards_exactly_the_events_the_app_subscribes_to() -> None:
