@@ -70,6 +70,8 @@ def plan_accounts(
     if discovery != "false" and organization is not None:
         try:
             members = organization.active_accounts()
+            if not members:  # an organization lists at least its management account
+                raise DiscoveryError("organizations:ListAccounts listed no account: AWSOrganizationsNotInUseException")
             plan.discovered = True
         except DiscoveryError as exc:
             code = str(exc).rsplit(": ", 1)[-1]

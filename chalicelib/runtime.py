@@ -74,7 +74,7 @@ class Runtime:
         )
         self._clients: dict[str, Any] = {}
         self._emails: dict[str, str | None] = {}
-        self._members: dict[str, tuple[IamActions, boto3.session.Session, datetime]] = {}
+        self._members: dict[str, tuple[IamActions, dict[str, str], datetime]] = {}
         self._home_account = settings.home_account
         self._lock = threading.Lock()
 
@@ -119,13 +119,13 @@ class Runtime:
             return self.iam
         return self._member(account)[0]
 
-    def member_client(self, account: str, service: str) -> Any:
+    def member_client(self, account: str, service: str, region: str = "us-east-1") -> Any:
         """A client for `service` in a member account, with the remediation role's credentials."""
-        session = self._member(account)[1]
-        with self._lock:
-            return session.client(service, config=self._config)
+        credentials = self._member(account)[1]
+        with self._lock:  # clients share the runtime's session (its loaders and caches): much cheaper
+            return self._session.client(service, region_name=region, config=self._config, **credentials)
 
-    def _member(self, account: str) -> tuple[IamActions, boto3.session.Session]:
+    def _member(self, account: str) -> tuple[IamActions, dict[str, str]]:
         cached = self._members.get(account)
         if cached and cached[2] - timedelta(minutes=5) > utcnow():
             return cached[0], cached[1]
@@ -139,17 +139,17 @@ class Runtime:
             raise AccountAccessError(
                 f"cannot assume {role_arn}: {error_code(exc)} (account outside the organization, or no role)"
             ) from None
+        keys = {
+            "aws_access_key_id": credentials["AccessKeyId"],
+            "aws_secret_access_key": credentials["SecretAccessKey"],
+            "aws_session_token": credentials["SessionToken"],
+        }
         with self._lock:
-            session = boto3.session.Session(
-                aws_access_key_id=credentials["AccessKeyId"],
-                aws_secret_access_key=credentials["SecretAccessKey"],
-                aws_session_token=credentials["SessionToken"],
-            )
-            iam_client = session.client("iam", config=self._config)
+            iam_client = self._session.client("iam", config=self._config, **keys)
         actions = IamActions(iam_client, policy_name=self.settings.quarantine_policy_name)
         expires = credentials["Expiration"]
-        self._members[account] = (actions, session, expires if expires.tzinfo else expires.replace(tzinfo=UTC))
-        return actions, session
+        self._members[account] = (actions, keys, expires if expires.tzinfo else expires.replace(tzinfo=UTC))
+        return actions, keys
 
     @cached_property
     def notifier(self) -> Notifier:
@@ -257,17 +257,12 @@ class Runtime:
     def silence_check(self, account: str, *, clock: Callable[[], datetime] = utcnow) -> SilenceCheck:
         from chalicelib.silence import IAM_REGION, SilenceCheck
 
-        self.iam_for(account)  # assume the role once (raises AccountAccessError)
-        session = self._member(account)[1]
-        with self._lock:
-            events = session.client("events", region_name=IAM_REGION, config=self._config)
-            cloudtrail = session.client("cloudtrail", region_name=IAM_REGION, config=self._config)
-            iam = session.client("iam", config=self._config)
+        actions = self.iam_for(account)  # raises AccountAccessError
         return SilenceCheck(
             account=account,
-            events=events,
-            cloudtrail=cloudtrail,
-            iam=iam,
+            events=self.member_client(account, "events", IAM_REGION),
+            cloudtrail=self.member_client(account, "cloudtrail", IAM_REGION),
+            iam=actions.client,
             dynamodb=self.client("dynamodb"),
             table=self.settings.table,
             policy_name=self.settings.quarantine_policy_name,
