@@ -398,8 +398,9 @@ def test_member_account_template_deploys_on_cloudformation(aws: Aws) -> None:
     assert inline == "iam-user-guardrail-remediation"
     # what the stack declares is what the sweep checks: the account is not silent (rule) once a trail logs
     found.client("s3").create_bucket(Bucket=f"trail-{account}")
-    found.client("cloudtrail").create_trail(Name="member-trail", S3BucketName=f"trail-{account}", IsMultiRegionTrail=True)
-    found.client("cloudtrail").start_logging(Name="member-trail")
+    trail = found.client("cloudtrail")
+    trail.create_trail(Name="member-trail", S3BucketName=f"trail-{account}", IsMultiRegionTrail=True)
+    trail.start_logging(Name="member-trail")
     report = SweepReport()
     aws._instrument()
     runtime.get().account_sweep(account).run(report)
