@@ -166,9 +166,10 @@ def parse_sweep_message(body: Any) -> str:
         data = json.loads(body) if isinstance(body, str) else None
     except ValueError:
         data = None
-    if not isinstance(data, Mapping) or not _ACCOUNT_RE.match(str(data.get("account", ""))):
+    account = data.get("account") if isinstance(data, Mapping) else None
+    if not isinstance(account, str) or not _ACCOUNT_RE.match(account):  # a number would lose leading zeros
         raise SweepMessageError(f"not a sweep message: {str(body)[:80]!r}")
-    return str(data["account"])
+    return account
 
 
 def handle_messages(records: Iterable[Mapping[str, Any]], sweep_one: Callable[[str], Any]) -> dict[str, Any]:

@@ -120,7 +120,7 @@ def rollup_message(window: str, creator: str, items: list[Mapping[str, Any]]) ->
     for start in range(0, len(lines), LINES_PER_SECTION):
         sections.append("\n".join(lines[start : start + LINES_PER_SECTION]))
     sections.append(review)
-    users = ", ".join(str(i.get("user", "")) for i in items)
+    users = safe(", ".join(str(i.get("user", "")) for i in items), 2000)
     return notice(f"Burst from one creator: {len(items)} users", sections, fallback=f"Burst: {users}")
 
 
