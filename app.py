@@ -13,6 +13,7 @@ from chalicelib.constants import (
     EVENTS_SOURCE,
     FORWARDED_EVENTS,
     IAM_EVENT_SOURCE,
+    SWEEP_WORKER_CONCURRENCY,
 )
 
 app = Chalice(app_name="iam-user-guardrail")
@@ -49,7 +50,7 @@ def sweep(event: Any) -> dict:
     return runtime.get(event.context).run_sweep().to_dict()
 
 
-@app.on_sqs_message(queue=SWEEP_QUEUE, batch_size=5, name="sweep_worker")
+@app.on_sqs_message(queue=SWEEP_QUEUE, batch_size=5, name="sweep_worker", maximum_concurrency=SWEEP_WORKER_CONCURRENCY)
 def sweep_worker(event: SQSEvent) -> dict:
     return runtime.get(event.context).run_worker(record.to_dict() for record in event)
 

@@ -103,3 +103,5 @@ ACCOUNT_ROW: Final = "(account)"
 #: Beyond this many alerts from one creator within the window, alerts are rolled up.
 BURST_LIMIT: Final = 5
 BURST_WINDOW_MINUTES: Final = 10
+#: At most this many sweep workers run at once (the SQS event source's maximum concurrency).
+SWEEP_WORKER_CONCURRENCY: Final = 50

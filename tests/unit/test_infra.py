@@ -17,7 +17,7 @@ from parliament import analyze_policy_string
 
 from app import IAM_EVENT_PATTERN
 from chalicelib.bootstrap import TABLE_ATTRIBUTES, TABLE_KEY_SCHEMA, TTL_ATTRIBUTE
-from chalicelib.constants import DEFAULT_QUARANTINE_POLICY_NAME, QUARANTINE_POLICY_DOCUMENT
+from chalicelib.constants import DEFAULT_QUARANTINE_POLICY_NAME, QUARANTINE_POLICY_DOCUMENT, SWEEP_WORKER_CONCURRENCY
 from tests.helpers import REPO
 
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
@@ -154,6 +154,7 @@ def test_merged_package_fans_the_sweep_out_through_sqs(packaged: Path) -> None:
     assert source["Type"] == "SQS"
     props = source["Properties"]
     assert 1 <= props["BatchSize"] <= 5 and props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert props["ScalingConfig"] == {"MaximumConcurrency": SWEEP_WORKER_CONCURRENCY}  # the bench's projection
     # Chalice's Fn::Sub names the stage's queue through the Stage parameter
     arn = props["Queue"]["Fn::Sub"]
     assert arn.endswith(":" + queue["QueueName"]["Fn::Sub"]) and worker["DependsOn"] == ["SweepQueue"]
