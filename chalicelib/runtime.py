@@ -313,7 +313,12 @@ class Runtime:
     def pipeline_watch(self) -> PipelineWatch:
         from chalicelib.silence import PipelineWatch
 
-        return PipelineWatch(store=self.store, notifier=self.notifier, policy_name=self.settings.quarantine_policy_name)
+        return PipelineWatch(
+            store=self.store,
+            notifier=self.notifier,
+            policy_name=self.settings.quarantine_policy_name,
+            remediation_role=self.settings.remediation_role,
+        )
 
     def handle_event(self, raw: Any) -> dict[str, Any]:
         """on_iam_event: heartbeats and rule tampering go to the pipeline watch, the rest to the guardrail."""

@@ -208,11 +208,18 @@ class PipelineWatch:
     """Records heartbeats; alerts when someone disables, deletes or empties a guardrail rule."""
 
     def __init__(
-        self, *, store: Store, notifier: Notifier, policy_name: str, clock: Callable[[], datetime] = utcnow
+        self,
+        *,
+        store: Store,
+        notifier: Notifier,
+        policy_name: str,
+        remediation_role: str,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.store = store
         self.notifier = notifier
         self.policy_name = policy_name
+        self.remediation_role = remediation_role
         self._clock = clock
 
     def handle(self, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -225,22 +232,35 @@ class PipelineWatch:
             return {**base, "status": "ignored", "reason": "the call failed"}
         request = detail.get("requestParameters") if isinstance(detail.get("requestParameters"), Mapping) else {}
         if kind == "heartbeat":
-            return {**base, **self._heartbeat(account, request)}
+            return {**base, **self._heartbeat(account, detail, request)}
         return {**base, **self._rule_tamper(raw, account, request)}
 
-    def _heartbeat(self, account: str, request: Mapping[str, Any]) -> dict[str, Any]:
+    def _heartbeat(self, account: str, detail: Mapping[str, Any], request: Mapping[str, Any]) -> dict[str, Any]:
+        """Record a heartbeat only if the guardrail's own role sent exactly the value the sweep stored.
+
+        Anyone who may tag the policy could otherwise send a far-future value once, then disable the
+        rule: every later heartbeat would look returned.
+        """
         if request.get("policyArn") != f"arn:aws:iam::{account}:policy/{self.policy_name}":
             return {"status": "ignored", "reason": "not the quarantine policy"}
+        identity = detail.get("userIdentity") if isinstance(detail.get("userIdentity"), Mapping) else {}
+        session = identity.get("sessionContext") if isinstance(identity.get("sessionContext"), Mapping) else {}
+        issuer = session.get("sessionIssuer") if isinstance(session.get("sessionIssuer"), Mapping) else {}
+        if issuer.get("arn") != f"arn:aws:iam::{account}:role/{self.remediation_role}":
+            return {"status": "ignored", "reason": "not tagged by the guardrail's role"}
         tags = request.get("tags") if isinstance(request.get("tags"), list) else []
         values = [str(t.get("value", "")) for t in tags if isinstance(t, Mapping) and t.get("key") == TAG_HEARTBEAT]
         if not values:
             return {"status": "ignored", "reason": "no heartbeat tag"}
         value = values[0][:40]
-        op = self.store.update_op(ACCOUNT_PK, account, {"hb_returned": value, "hb_returned_at": iso(self._clock())})
-        update = op["Update"]
-        update["ConditionExpression"] = "attribute_not_exists(hb_returned) OR hb_returned < :hb_returned"
+        op = self.store.update_op(
+            ACCOUNT_PK,
+            account,
+            {"hb_returned": value, "hb_returned_at": iso(self._clock())},
+            require={"hb_sent": value},
+        )
         if not self.store.transact([op]):
-            return {"status": "ignored", "reason": "an older heartbeat"}
+            return {"status": "ignored", "reason": "not the heartbeat the sweep sent last"}
         log.info(json.dumps({"msg": "heartbeat returned", "account": account, "value": value}))
         return {"status": "heartbeat", "value": value}
 

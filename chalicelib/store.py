@@ -10,6 +10,10 @@ One table, keys `pk`/`sk`:
 | exception | `EXCEPTION` | `<account>#<user>` |
 | audit record (append-only) | `AUDIT` | `<ISO time>#<id>` |
 | alert not yet delivered | `OUTBOX` | `<ISO time>#<id>` |
+| an event's arrival from an account (TTL; silence detection) | `SEEN#<account>` | `<ISO time>#<eventID>` |
+| an account's latest sweep result and heartbeat (fanout.py, silence.py) | `ACCOUNT` | `<account>` |
+| a creator's alert count in a 10-minute window (TTL; outbox.py) | `BURST` | `<window>#<creator>` |
+| an alert held for its creator's roll-up (outbox.py) | `ROLLUP` | `<window>#<creator>#<eventID>` |
 
 The fixed partitions keep bulk reads (the sweep, `GET /exceptions`) to one paginated Query.
 """

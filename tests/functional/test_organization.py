@@ -167,13 +167,11 @@ def test_a_stopped_trail_and_a_deleted_rule_are_found(aws: Aws) -> None:
     }
 
 
-def heartbeat_event(account: str, value: str, *, policy: str = POLICY, event_id: str = "") -> dict[str, Any]:
+def heartbeat_event(
+    account: str, value: str, *, policy: str = POLICY, role: str = "GuardrailRemediationRole"
+) -> dict[str, Any]:
     raw = cloudtrail_record(
-        "TagPolicy",
-        user="",
-        identity=role_identity(account, "GuardrailRemediationRole", "iam-user-guardrail"),
-        account=account,
-        event_id=event_id or None,
+        "TagPolicy", user="", identity=role_identity(account, role, "iam-user-guardrail"), account=account
     )
     raw["requestParameters"] = {
         "policyArn": f"arn:aws:iam::{account}:policy/{policy}",
@@ -200,8 +198,13 @@ def test_a_missing_heartbeat_is_alerted_and_a_returned_one_is_not(aws: Aws) -> N
     # the heartbeat of the first account comes back through on_iam_event; the second's never does
     result = aws.invoke(heartbeat_event(accounts[0], tags[accounts[0]]))
     assert result["status"] == "heartbeat" and "verdict" not in result  # recorded, never judged as tamper
-    # forgeries do not count: another policy, or a value older than the one sent
+    # forgeries do not count: another policy, another principal, a value the sweep did not send (an
+    # insider's far-future value, sent once before the rule is disabled, would otherwise pass forever)
     assert aws.invoke(heartbeat_event(accounts[1], tags[accounts[1]], policy="other"))["status"] == "ignored"
+    forged = heartbeat_event(accounts[1], tags[accounts[1]], role="AWSReservedSSO_Developer_1")
+    assert aws.invoke(forged)["status"] == "ignored"
+    future = aws.invoke(heartbeat_event(accounts[1], "9999-12-31T00:00:00.000000Z"))
+    assert (future["status"], future["reason"]) == ("ignored", "not the heartbeat the sweep sent last")
     aws.slack.clear()
     later = t0 + timedelta(hours=1)
     reports = []
