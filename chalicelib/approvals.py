@@ -21,8 +21,8 @@ from chalicelib.constants import (
     TAG_REASON,
     TAG_STATUS,
 )
-from chalicelib.iam import DONE, GONE, AccountAccessError, ActionResult, IamActions, sanitise_tag_value
-from chalicelib.policy import exception_tags
+from chalicelib.iam import DONE, GONE, AccountAccessError, ActionResult, IamActions, error_code, sanitise_tag_value
+from chalicelib.policy import exception_tags, parse_credential_ref
 from chalicelib.store import (
     EVENT_SK,
     EXCEPTION_PK,
@@ -96,6 +96,31 @@ class GrantRequest:
     requester: str = ""
     source: str = "api"
     case_event_id: str = ""
+    #: The approver's IAM identity with its path (a REST caller's role ARN, resolved).
+    approver_principal: str = ""
+
+
+def principal_key(arn: str) -> tuple[str, str, str] | None:
+    """(account, 'role' | 'user', name) of an IAM user, role or assumed-role session ARN.
+
+    Sessions of one role are one principal (a new session name is the same requester), and IAM
+    names are unique without regard to case or path.
+    """
+    parts = arn.split(":", 5)
+    if len(parts) != 6 or parts[0] != "arn":
+        return None
+    account, resource = parts[4], parts[5]
+    kind, _, rest = resource.partition("/")
+    if parts[2] == "sts" and kind == "assumed-role":
+        return account, "role", rest.split("/", 1)[0].lower()
+    if parts[2] == "iam" and kind in ("role", "user") and rest:
+        return account, kind, rest.rsplit("/", 1)[-1].lower()
+    return None
+
+
+def same_principal(a: str, b: str) -> bool:
+    key = principal_key(a)
+    return key is not None and key == principal_key(b)
 
 
 def validate_target(account: Any, user: Any) -> tuple[str, str]:
@@ -161,17 +186,25 @@ class Approvals:
         if not isinstance(request.ticket, str) or len(request.ticket) > TICKET_MAX:
             raise InvalidRequestError(f"ticket must be a string of at most {TICKET_MAX} characters", "ticket")
         iam = self._iam(account)
-        if not iam.user_exists(user):
+        try:
+            user_id = iam.user_id(user)
+        except Exception as exc:  # botocore errors of every kind: without the id nothing can be bound
+            raise AccountUnreachableError(f"cannot read user {user} in {account}: {error_code(exc)}", "user") from None
+        if user_id is None:
             raise NotFoundError(f"user {user} does not exist in account {account}", "user")
         found = self.store.get_many([(EXCEPTION_PK, user_sk(account, user)), (USER_PK, user_sk(account, user))])
         current = found.get((EXCEPTION_PK, user_sk(account, user)))
         if is_active_exception(current) and parse_iso(current["expires_at"]) > self._clock():  # type: ignore[index]
             raise ConflictError(f"{user} already holds an exception until {current['expires_at']}")  # type: ignore[index]
         record = found.get((USER_PK, user_sk(account, user)), {})
-        keys = tuple(record.get("deactivated_keys", ()))
-        requester = request.requester or self._requester(record)
-        if requester and requester == request.approver:
+        case_id = request.case_event_id or str(record.get("quarantine_event_id", ""))
+        case = self.store.get(event_pk(case_id), EVENT_SK) if case_id else None
+        requester = request.requester or str((case or {}).get("actor_arn", ""))
+        if request.source != "slack" and self._is_requester(request, case or {}):
             raise ForbiddenError("self-approval: the approver created this user or credential", "approver")
+        # Only what the approved alert deactivated comes back, and only what is still deactivated.
+        still = set(record.get("deactivated_keys", ()))
+        keys = tuple(k for k in (case or {}).get("deactivated", ()) if k in still)
         now = self._clock()
         expires = now + timedelta(days=days)
         tags = exception_tags(sanitise_tag_value(request.approver), expires)
@@ -180,13 +213,14 @@ class Approvals:
             "sk": user_sk(account, user),
             "account": account,
             "user": user,
+            "user_id": user_id,
             "state": ACTIVE,
             "reason": reason,
             "ticket": request.ticket,
             "approver": request.approver,
             "requester": requester,
             "source": request.source,
-            "case_event_id": request.case_event_id,
+            "case_event_id": case_id,
             "granted_at": iso(now),
             "expires_at": iso(expires),
             "reactivated_keys": list(keys),
@@ -204,8 +238,13 @@ class Approvals:
                     "Update": self.store.user_update(
                         account,
                         user,
-                        {"status": STATUS_EXCEPTION, "exception_expires": iso(expires), "tags": dict(tags)},
-                        remove=("deactivated_keys",),
+                        {
+                            "status": STATUS_EXCEPTION,
+                            "exception_expires": iso(expires),
+                            "tags": dict(tags),
+                            "user_id": user_id,
+                        },
+                        discard={"deactivated_keys": keys},
                     )
                 },
             ]
@@ -216,18 +255,28 @@ class Approvals:
         self._raise_on_failure(results, account, user, "release")
         return _public(item) | {"results": [r.describe() for r in results]}
 
-    def _requester(self, user_record: dict[str, Any]) -> str:
-        """Who made the call that got the user quarantined (its CloudTrail identity ARN)."""
-        event_id = user_record.get("last_event_id")
-        case = self.store.get(event_pk(event_id), EVENT_SK) if event_id else None
-        return str((case or {}).get("actor_arn", ""))
+    def user_tag_values(self, account: str, user: str) -> set[str]:
+        """Lower-cased values of the IAM user's tags that look like emails (best effort: empty on error)."""
+        try:
+            return {v.strip().lower() for v in self._iam(account).user_tags(user).values() if "@" in v}
+        except Exception as exc:  # the requester may be gone, or its account unreachable
+            log.warning("could not read the tags of requester %s: %s", user, type(exc).__name__)
+            return set()
+
+    @staticmethod
+    def _is_requester(request: GrantRequest, case: dict[str, Any]) -> bool:
+        """The approver's principal made the call that was quarantined: a role, not a session,
+        is compared (a new session of the requester's role is the requester)."""
+        mine = [request.approver, request.approver_principal]
+        theirs = [str(case.get("actor", "")), str(case.get("actor_arn", "")), request.requester]
+        return any(same_principal(a, b) for a in mine if a for b in theirs if b)
 
     @staticmethod
     def _release(
         iam: IamActions, user: str, account: str, keys: Iterable[str], tags: tuple[tuple[str, str], ...]
     ) -> list[ActionResult]:
         results = [iam.detach_quarantine(user, account)]
-        results += [iam.set_key_status(user, key, "Active") for key in keys]
+        results += [iam.set_credential_status(user, *parse_credential_ref(key), "Active") for key in keys]
         results.append(iam.tag_user(user, tags))
         return results
 
@@ -288,7 +337,7 @@ class Approvals:
         )
         if not written:
             raise ConflictError(f"the exception of {user} was already ended")
-        results = [iam.set_key_status(user, key, "Inactive") for key in keys]
+        results = [iam.set_credential_status(user, *parse_credential_ref(key), "Inactive") for key in keys]
         results.append(iam.attach_quarantine(user, account))
         if results[-1].status != GONE:
             results.append(iam.tag_user(user, tags))

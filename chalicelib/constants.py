@@ -11,18 +11,52 @@ EVENTBRIDGE_SOURCE: Final = "aws.iam"
 CREATE_USER: Final = "CreateUser"
 CREATE_ACCESS_KEY: Final = "CreateAccessKey"
 CREATE_LOGIN_PROFILE: Final = "CreateLoginProfile"
+UPDATE_LOGIN_PROFILE: Final = "UpdateLoginProfile"
+UPLOAD_SSH_PUBLIC_KEY: Final = "UploadSSHPublicKey"
+CREATE_SERVICE_SPECIFIC_CREDENTIAL: Final = "CreateServiceSpecificCredential"
+UPLOAD_SIGNING_CERTIFICATE: Final = "UploadSigningCertificate"
+UPDATE_USER: Final = "UpdateUser"
+DELETE_USER: Final = "DeleteUser"
 
 DETACH_USER_POLICY: Final = "DetachUserPolicy"
 UPDATE_ACCESS_KEY: Final = "UpdateAccessKey"
+UPDATE_SSH_PUBLIC_KEY: Final = "UpdateSSHPublicKey"
+UPDATE_SERVICE_SPECIFIC_CREDENTIAL: Final = "UpdateServiceSpecificCredential"
+UPDATE_SIGNING_CERTIFICATE: Final = "UpdateSigningCertificate"
 TAG_USER_EVENT: Final = "TagUser"
 UNTAG_USER_EVENT: Final = "UntagUser"
 
+# Long-lived credential kinds (DESIGN.md threat model): one rule, table-driven (policy.CREDENTIALS).
+ACCESS_KEY: Final = "access_key"
+LOGIN_PROFILE: Final = "login_profile"
+SSH_PUBLIC_KEY: Final = "ssh_public_key"
+SERVICE_SPECIFIC_CREDENTIAL: Final = "service_specific_credential"
+SIGNING_CERTIFICATE: Final = "signing_certificate"
+
+#: The events that make a long-lived credential, and the kind each makes.
+CREDENTIAL_EVENTS: Final = {
+    CREATE_ACCESS_KEY: ACCESS_KEY,
+    CREATE_LOGIN_PROFILE: LOGIN_PROFILE,
+    UPDATE_LOGIN_PROFILE: LOGIN_PROFILE,
+    UPLOAD_SSH_PUBLIC_KEY: SSH_PUBLIC_KEY,
+    CREATE_SERVICE_SPECIFIC_CREDENTIAL: SERVICE_SPECIFIC_CREDENTIAL,
+    UPLOAD_SIGNING_CERTIFICATE: SIGNING_CERTIFICATE,
+}
+#: The events that set a credential's status (Active/Inactive), and the kind each touches.
+CREDENTIAL_STATUS_EVENTS: Final = {
+    UPDATE_ACCESS_KEY: ACCESS_KEY,
+    UPDATE_SSH_PUBLIC_KEY: SSH_PUBLIC_KEY,
+    UPDATE_SERVICE_SPECIFIC_CREDENTIAL: SERVICE_SPECIFIC_CREDENTIAL,
+    UPDATE_SIGNING_CERTIFICATE: SIGNING_CERTIFICATE,
+}
 #: The events that create an IAM user or one of its credentials.
-CREATION_EVENTS: Final = frozenset({CREATE_USER, CREATE_ACCESS_KEY, CREATE_LOGIN_PROFILE})
+CREATION_EVENTS: Final = frozenset({CREATE_USER, *CREDENTIAL_EVENTS})
+#: The events that move or end a user (its record and exception follow the user id).
+LIFECYCLE_EVENTS: Final = frozenset({UPDATE_USER, DELETE_USER})
 #: The events that can undo the guardrail's work (reverted unless made by the guardrail itself).
-TAMPER_EVENTS: Final = frozenset({DETACH_USER_POLICY, UPDATE_ACCESS_KEY, TAG_USER_EVENT, UNTAG_USER_EVENT})
+TAMPER_EVENTS: Final = frozenset({DETACH_USER_POLICY, TAG_USER_EVENT, UNTAG_USER_EVENT, *CREDENTIAL_STATUS_EVENTS})
 #: Everything the EventBridge rule subscribes to.
-SUBSCRIBED_EVENTS: Final = CREATION_EVENTS | TAMPER_EVENTS
+SUBSCRIBED_EVENTS: Final = CREATION_EVENTS | LIFECYCLE_EVENTS | TAMPER_EVENTS
 
 # Decisions (the verdict of the policy engine).
 APPROVE: Final = "approve"
@@ -59,6 +93,8 @@ STATUS_APPROVED: Final = "approved"
 STATUS_QUARANTINED: Final = "quarantined"
 STATUS_EXCEPTION: Final = "exception"
 STATUS_MONITORED: Final = "monitored"
+#: A user record closed by DeleteUser (kept for the audit; a re-created name starts afresh).
+STATUS_DELETED: Final = "deleted"
 
 # Settings defaults.
 DEFAULT_QUARANTINE_POLICY_NAME: Final = "iam-user-guardrail-quarantine"

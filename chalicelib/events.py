@@ -16,16 +16,38 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib.constants import (
+    ACCESS_KEY,
     CLOUDTRAIL_DETAIL_TYPE,
     CREATE_ACCESS_KEY,
     CREATE_LOGIN_PROFILE,
     CREATE_USER,
+    CREDENTIAL_EVENTS,
+    CREDENTIAL_STATUS_EVENTS,
     IAM_EVENT_SOURCE,
+    LOGIN_PROFILE,
+    SERVICE_SPECIFIC_CREDENTIAL,
+    SIGNING_CERTIFICATE,
+    SSH_PUBLIC_KEY,
     UPDATE_ACCESS_KEY,
+    UPDATE_SIGNING_CERTIFICATE,
+    UPDATE_USER,
+    UPLOAD_SIGNING_CERTIFICATE,
 )
 
 #: Calls that act on the caller itself when they name no userName.
-_SELF_DEFAULT = frozenset({CREATE_ACCESS_KEY, CREATE_LOGIN_PROFILE, UPDATE_ACCESS_KEY})
+_SELF_DEFAULT = frozenset(
+    {CREATE_ACCESS_KEY, CREATE_LOGIN_PROFILE, UPDATE_ACCESS_KEY, UPLOAD_SIGNING_CERTIFICATE, UPDATE_SIGNING_CERTIFICATE}
+)
+#: Where CloudTrail names each credential kind: (responseElements object, its id field).
+#: CloudTrail lower-cases the first letter of API member names (`sSHPublicKey`), so keys are
+#: looked up without regard to case.
+_CREDENTIAL_FIELDS = {
+    ACCESS_KEY: ("accessKey", "accessKeyId"),
+    LOGIN_PROFILE: ("loginProfile", ""),
+    SSH_PUBLIC_KEY: ("sSHPublicKey", "sSHPublicKeyId"),
+    SERVICE_SPECIFIC_CREDENTIAL: ("serviceSpecificCredential", "serviceSpecificCredentialId"),
+    SIGNING_CERTIFICATE: ("certificate", "certificateId"),
+}
 
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
 _PANTHER_TIME_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:?\d{2})?$")
@@ -86,10 +108,21 @@ class IamEvent:
     target_user_name: str = ""
     target_user_arn: str = ""
     target_user_path: str = ""
-    access_key_id: str = ""
     request_tags: tuple[tuple[str, str], ...] = ()
     request_parameters: Mapping[str, Any] = field(default_factory=dict)
     response_elements: Mapping[str, Any] = field(default_factory=dict)
+    #: The user's id (`AIDA...`) where the record says it (CreateUser's response).
+    target_user_id: str = ""
+    #: The kind of credential the call made or changed (`access_key`, `ssh_public_key`, ...).
+    credential_kind: str = ""
+    #: That credential's id ('' for a login profile, or where the record does not say).
+    credential_id: str = ""
+    #: UpdateUser: the name the user had before (target_user_name is the new one).
+    renamed_from: str = ""
+
+    @property
+    def access_key_id(self) -> str:
+        return self.credential_id if self.credential_kind == ACCESS_KEY else ""
 
     @property
     def partition(self) -> str:
@@ -131,6 +164,12 @@ def parse_event(raw: Any) -> IamEvent:
         envelope_account = _opt_str(raw, "account", "envelope")
         if not isinstance(record, Mapping):
             raise MalformedEventError("envelope has no 'detail' object")
+        recipient = record.get("recipientAccountId")
+        if envelope_account and isinstance(recipient, str) and recipient and recipient != envelope_account:
+            # EventBridge sets `account` itself; a record naming another account was not delivered by it.
+            raise MalformedEventError(
+                f"envelope account {envelope_account[:20]!r} and recipientAccountId {recipient[:20]!r} disagree"
+            )
     return parse_record(record, envelope_account=envelope_account)
 
 
@@ -151,6 +190,13 @@ def parse_record(record: Mapping[str, Any], *, envelope_account: str = "") -> Ia
         or actor.account_id
     )
     user_name, user_arn, user_path = _target_user(name, actor, request, response)
+    kind, credential_id = _credential(name, request, response)
+    renamed_from = ""
+    if name == UPDATE_USER:
+        new_name = _opt_str(request, "newUserName", "requestParameters")
+        renamed_from = user_name if new_name and new_name != user_name else ""
+        user_name = new_name or user_name
+        user_path = _opt_str(request, "newPath", "requestParameters")
     return IamEvent(
         event_id=_opt_str(record, "eventID") or _synthetic_id(record),
         event_name=name,
@@ -165,7 +211,12 @@ def parse_record(record: Mapping[str, Any], *, envelope_account: str = "") -> Ia
         target_user_name=user_name,
         target_user_arn=user_arn,
         target_user_path=user_path,
-        access_key_id=_access_key_id(name, request, response),
+        target_user_id=_opt_str(_opt_mapping(response, "user", "responseElements"), "userId", "responseElements.user")
+        if name == CREATE_USER
+        else "",
+        credential_kind=kind,
+        credential_id=credential_id,
+        renamed_from=renamed_from,
         request_tags=_request_tags(request),
         request_parameters=request,
         response_elements=response,
@@ -208,10 +259,10 @@ def _target_user(
         )
         path = _opt_str(user, "path", "responseElements.user") or _opt_str(request, "path", "requestParameters")
         return user_name, _opt_str(user, "arn", "responseElements.user"), path
-    nested = {CREATE_ACCESS_KEY: "accessKey", CREATE_LOGIN_PROFILE: "loginProfile"}.get(name)
     user_name = ""
-    if nested:
-        user_name = _opt_str(_opt_mapping(response, nested, "responseElements"), "userName", nested)
+    if name in CREDENTIAL_EVENTS:
+        nested = _CREDENTIAL_FIELDS[CREDENTIAL_EVENTS[name]][0]
+        user_name = _opt_str(_field(response, nested, "responseElements"), "userName", nested)
     user_name = user_name or _opt_str(request, "userName", "requestParameters")
     if not user_name and name in _SELF_DEFAULT and actor.type == "IAMUser":
         # Without a userName the API acts on the caller itself.
@@ -219,13 +270,28 @@ def _target_user(
     return user_name, "", ""
 
 
-def _access_key_id(name: str, request: Mapping[str, Any], response: Mapping[str, Any]) -> str:
-    if name == UPDATE_ACCESS_KEY:
-        return _opt_str(request, "accessKeyId", "requestParameters")
-    if name != CREATE_ACCESS_KEY:
-        return ""
-    key = _opt_mapping(response, "accessKey", "responseElements")
-    return _opt_str(key, "accessKeyId", "responseElements.accessKey")
+def _credential(name: str, request: Mapping[str, Any], response: Mapping[str, Any]) -> tuple[str, str]:
+    """(kind, id) of the credential a creation or status call names; ('', '') for other calls."""
+    if name in CREDENTIAL_STATUS_EVENTS:
+        kind = CREDENTIAL_STATUS_EVENTS[name]
+        return kind, _opt_str(_ci(request), _CREDENTIAL_FIELDS[kind][1].lower(), "requestParameters")
+    if name not in CREDENTIAL_EVENTS:
+        return "", ""
+    kind = CREDENTIAL_EVENTS[name]
+    nested, id_field = _CREDENTIAL_FIELDS[kind]
+    if not id_field:
+        return kind, ""
+    return kind, _opt_str(_ci(_field(response, nested, "responseElements")), id_field.lower(), nested)
+
+
+def _ci(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The same mapping with lower-case keys (CloudTrail's casing of acronyms varies)."""
+    return {str(k).lower(): v for k, v in obj.items()}
+
+
+def _field(obj: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    """The object under `key`, matched without regard to case."""
+    return _opt_mapping(_ci(obj), key.lower(), where)
 
 
 def _request_tags(request: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:

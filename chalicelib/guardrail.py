@@ -15,23 +15,30 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.alerts import AlertDeliveryError, Notifier
 from chalicelib.allowlist import Allowlist, GlobSet
 from chalicelib.constants import (
+    ACCESS_KEY,
+    APPROVE,
+    CREATE_USER,
     DEFAULT_QUARANTINE_POLICY_NAME,
+    DELETE_USER,
     ENFORCE,
     STATUS_APPROVED,
     STATUS_EXCEPTION,
     STATUS_QUARANTINED,
     TAG_STATUS,
+    UPDATE_USER,
 )
 from chalicelib.events import IamEvent, MalformedEventError, parse_event
 from chalicelib.iam import (
     DONE,
     FAILED,
     GONE,
+    NOT_IDENTIFIED,
     UNREACHABLE,
     AccountAccessError,
     ActionResult,
@@ -40,11 +47,13 @@ from chalicelib.iam import (
 )
 from chalicelib.policy import (
     ATTACH_QUARANTINE,
-    DEACTIVATE_KEY,
+    DEACTIVATE_CREDENTIAL,
     DELETE_LOGIN_PROFILE,
     TAG_USER,
     UNTAG_USER,
     Decision,
+    UserFacts,
+    credential_ref,
     decide,
     facts_needed,
 )
@@ -55,6 +64,16 @@ if TYPE_CHECKING:
     from chalicelib.outbox import BurstGate
 
 log = logging.getLogger(__name__)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+SELF_APPROVAL_UNCHECKED = (
+    ":warning: Self-approval cannot be checked: no Slack bot token is configured, so an approver's email "
+    "cannot be linked to the requester. Approve only what you did not request."
+)
 
 
 class ActionFailedError(RuntimeError):
@@ -134,6 +153,7 @@ class Guardrail:
         policy_name: str = DEFAULT_QUARANTINE_POLICY_NAME,
         mode: str | None = None,
         burst: BurstGate | None = None,
+        self_approval_checkable: Callable[[], bool] = lambda: True,
     ) -> None:
         self.allowlist = allowlist
         self.burst = burst
@@ -143,6 +163,7 @@ class Guardrail:
         self.own_roles = own_roles
         self.policy_name = policy_name
         self.mode = mode or allowlist.mode
+        self._self_approval_checkable = self_approval_checkable
 
     def handle(self, raw: Any) -> HandleResult:
         """Entry point for the EventBridge rule: never raises on bad input."""
@@ -156,7 +177,8 @@ class Guardrail:
     def handle_event(self, event: IamEvent) -> HandleResult:
         store_error: StoreUnavailableError | None = None
         try:
-            state = self.store.load(event.event_id, event.account, event.target_user_name)
+            # A rename is judged against the record the user had under its old name.
+            state = self.store.load(event.event_id, event.account, event.renamed_from or event.target_user_name)
         except StoreUnavailableError as exc:
             log.error(json.dumps({"msg": "table unreachable; acting without state", "error": str(exc)}))
             store_error, state = exc, EventState()
@@ -173,12 +195,12 @@ class Guardrail:
             return result
 
         account = _AccountIam(self.iam_for, event)
-        decision = self._decide(event, state, account)
+        decision, facts = self._decide(event, state, account)
         result.decision = decision
         if decision.mode == ENFORCE and decision.steps:
             iam = account.get()
             if iam is not None:
-                result.results = self._act(iam, event, decision)
+                result.results = self._act(iam, event, decision, state.user_record)
             elif account.unreachable:
                 result.results = [ActionResult("assume_role", event.account, UNREACHABLE, account.unreachable)]
         failed = [r for r in result.results if r.status == FAILED]
@@ -186,7 +208,10 @@ class Guardrail:
 
         alert_error = ""
         if decision.notify or failed or gone:
-            result.message = build_alert(event, decision, result.results)
+            notes = ()
+            if decision.quarantines and not self._self_approval_checkable():
+                notes = (SELF_APPROVAL_UNCHECKED,)
+            result.message = build_alert(event, decision, result.results, notes=notes)
             try:
                 if not failed and self.burst is not None and self.burst.hold(event, decision, result.message):
                     result.alert = "rolled_up"  # named in the creator's roll-up by the next flush
@@ -206,7 +231,7 @@ class Guardrail:
 
         if store_error is None:
             try:
-                if not self.store.record(self._outcome(event, result, alert_error)):
+                if not self.store.record(self._outcome(event, result, alert_error, state, facts)):
                     result.status = "duplicate"
                     log.info(json.dumps({"msg": "concurrent duplicate delivery", "event_id": event.event_id}))
                     return result
@@ -221,13 +246,13 @@ class Guardrail:
             raise store_error
         return result
 
-    def _decide(self, event: IamEvent, state: EventState, account: _AccountIam) -> Decision:
-        needed = facts_needed(event, self.allowlist)
+    def _decide(self, event: IamEvent, state: EventState, account: _AccountIam) -> tuple[Decision, UserFacts | None]:
+        needed = facts_needed(event, self.allowlist, state.exception)
         facts = None
         iam = account.get() if needed else None
         if iam is not None:
-            facts = iam.user_facts(event.target_user_name, path=needed.path, keys=needed.keys)
-        return decide(
+            facts = iam.user_facts(event.target_user_name, path=needed.path, keys=needed.keys, user_id=needed.user_id)
+        decision = decide(
             event,
             self.allowlist,
             own_roles=self.own_roles,
@@ -237,16 +262,20 @@ class Guardrail:
             record=state.user_record,
             quarantine_policy=self.policy_name,
         )
+        return decision, facts
 
-    def _act(self, iam: IamActions, event: IamEvent, decision: Decision) -> list[ActionResult]:
+    def _act(
+        self, iam: IamActions, event: IamEvent, decision: Decision, record: Mapping[str, Any]
+    ) -> list[ActionResult]:
         user = event.target_user_name
         results: list[ActionResult] = []
         for step in decision.steps:
-            if step == DEACTIVATE_KEY:
-                if not event.access_key_id:
-                    continue
-                result = iam.set_key_status(user, event.access_key_id, "Inactive")
-            elif step == ATTACH_QUARANTINE:
+            if step == DEACTIVATE_CREDENTIAL:
+                results += self._deactivate_new(iam, event, record)
+                if results and results[-1].status == GONE:
+                    break
+                continue
+            if step == ATTACH_QUARANTINE:
                 result = iam.attach_quarantine(user, event.account, event.partition)
             elif step == DELETE_LOGIN_PROFILE:
                 result = iam.delete_login_profile(user)
@@ -262,18 +291,63 @@ class Guardrail:
                 break
         return results
 
-    def _outcome(self, event: IamEvent, result: HandleResult, alert_error: str) -> Outcome:
+    @staticmethod
+    def _deactivate_new(iam: IamActions, event: IamEvent, record: Mapping[str, Any]) -> list[ActionResult]:
+        """Deactivate the credential the event made. Where the record does not name it (CloudTrail
+        left out responseElements), the user's active credentials of that kind created at or after
+        the event are the new ones; if none can be found, say so rather than claim it was done."""
+        user, kind = event.target_user_name, event.credential_kind
+        if event.credential_id:
+            return [iam.set_credential_status(user, kind, event.credential_id, "Inactive")]
+        try:
+            listed = iam.credentials(user, (kind,))
+        except Exception as exc:  # botocore errors of every kind: reported, the rest still acts
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+            if code == "NoSuchEntity":
+                return [ActionResult(f"deactivate_{kind}", user, GONE, "user no longer exists")]
+            return [ActionResult(f"deactivate_{kind}", user, FAILED, f"cannot list credentials: {code}")]
+        since = event.event_time - timedelta(seconds=2)
+        known = set(record.get("deactivated_keys", ())) | set(record.get("approved_keys", ()))
+        new = [
+            c
+            for c in listed
+            if c.active and c.created is not None and _aware(c.created) >= since and c.ref not in known
+        ]
+        if not new:
+            noun = "key" if kind == ACCESS_KEY else kind.replace("_", " ")
+            detail = f"the event names no {noun} id and no active {noun} created since {since:%H:%M:%S} was found"
+            return [ActionResult(f"deactivate_{kind}", user, NOT_IDENTIFIED, detail)]
+        return [iam.set_credential_status(user, kind, c.id, "Inactive") for c in new]
+
+    def _outcome(
+        self,
+        event: IamEvent,
+        result: HandleResult,
+        alert_error: str,
+        state: EventState,
+        facts: UserFacts | None,
+    ) -> Outcome:
         decision = result.decision
         assert decision is not None
-        done = {r.action for r in result.results if r.status == DONE}
-        deactivated = (event.access_key_id,) if "deactivate_key" in done and event.access_key_id else ()
+        done = [r for r in result.results if r.status == DONE]
+        deactivated = tuple(
+            credential_ref(event.credential_kind, r.target.rsplit("/", 1)[1])
+            for r in done
+            if r.action.startswith("deactivate_") and "/" in r.target
+        )
         update: dict[str, Any] = {}
+        user_id = event.target_user_id or (facts.user_id if facts else None) or state.user_record.get("user_id")
+        if user_id:
+            update["user_id"] = user_id
         if done:
             update["last_event_id"] = event.event_id
             status = dict(decision.tags).get(TAG_STATUS, "")
             if status in (STATUS_APPROVED, STATUS_QUARANTINED, STATUS_EXCEPTION):
                 update.update(status=status, reason=decision.reason[:1000], integration=decision.integration)
                 update["tags"] = {key: sanitise_tag_value(value) for key, value in decision.tags}
+            if decision.quarantines:
+                update["quarantine_event_id"] = event.event_id
+        approved = decision.verdict == APPROVE and event.credential_kind == ACCESS_KEY and event.credential_id
         audit = {
             "kind": "decision",
             "event_id": event.event_id,
@@ -301,6 +375,10 @@ class Guardrail:
             "actor_arn": event.actor.arn,
             "actor_session": event.actor.session_name,
             "actor_user_name": event.actor.user_name,
+            "actor_account": event.actor.account_id,
+            "user_id": user_id or "",
+            # What this alert deactivated: approving it gives back exactly these.
+            "deactivated": list(deactivated),
         }
         return Outcome(
             event_id=event.event_id,
@@ -310,8 +388,14 @@ class Guardrail:
             event=case,
             user_update=update if event.target_user_name else {},
             deactivated_keys=deactivated,
+            approved_keys=(event.credential_id,) if approved else (),
             unsent_alert=result.message if alert_error else None,
             alert_error=alert_error,
+            fresh_record=event.event_name == CREATE_USER,
+            moved_from=event.renamed_from if event.event_name == UPDATE_USER else "",
+            previous_record=state.user_record,
+            previous_exception=state.exception_item,
+            close=event.event_name == DELETE_USER and not event.error_code,
         )
 
     def _queue_alert(self, event: IamEvent, result: HandleResult, alert_error: str) -> None:

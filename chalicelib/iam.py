@@ -11,7 +11,8 @@ from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.policy import UserFacts
+from chalicelib.constants import ACCESS_KEY, SERVICE_SPECIFIC_CREDENTIAL, SIGNING_CERTIFICATE, SSH_PUBLIC_KEY
+from chalicelib.policy import UserFacts, credential_ref
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,54 @@ GONE: Final = "user_gone"
 FAILED: Final = "failed"
 #: The account could not be reached (no remediation role, or outside the organization).
 UNREACHABLE: Final = "account_unreachable"
+#: The record named no credential id and none could be identified in IAM: nothing was done.
+NOT_IDENTIFIED: Final = "not_identified"
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialApi:
+    """The IAM calls that list one credential kind and set its status."""
+
+    list_call: str
+    list_key: str
+    id_field: str
+    date_field: str
+    update_call: str
+    paginated: bool = True
+
+
+#: Every credential kind that has an Active/Inactive status (a login profile has none: it is deleted).
+CREDENTIAL_APIS: Final = {
+    ACCESS_KEY: CredentialApi(
+        "list_access_keys", "AccessKeyMetadata", "AccessKeyId", "CreateDate", "update_access_key"
+    ),
+    SSH_PUBLIC_KEY: CredentialApi(
+        "list_ssh_public_keys", "SSHPublicKeys", "SSHPublicKeyId", "UploadDate", "update_ssh_public_key"
+    ),
+    SERVICE_SPECIFIC_CREDENTIAL: CredentialApi(
+        "list_service_specific_credentials",
+        "ServiceSpecificCredentials",
+        "ServiceSpecificCredentialId",
+        "CreateDate",
+        "update_service_specific_credential",
+        paginated=False,
+    ),
+    SIGNING_CERTIFICATE: CredentialApi(
+        "list_signing_certificates", "Certificates", "CertificateId", "UploadDate", "update_signing_certificate"
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    kind: str
+    id: str
+    active: bool
+    created: Any = None
+
+    @property
+    def ref(self) -> str:
+        return credential_ref(self.kind, self.id)
 
 
 class AccountAccessError(RuntimeError):
@@ -119,9 +168,44 @@ class IamActions:
         return self._call("untag_user", user, self._iam.untag_user, UserName=user, TagKeys=keys)
 
     def set_key_status(self, user: str, key_id: str, status: str) -> ActionResult:
-        action = "deactivate_key" if status == "Inactive" else "activate_key"
-        result = self._call(action, user, self._iam.update_access_key, UserName=user, AccessKeyId=key_id, Status=status)
-        return ActionResult(action, f"{user}/{key_id}", result.status, result.detail)
+        return self.set_credential_status(user, ACCESS_KEY, key_id, status)
+
+    def set_credential_status(self, user: str, kind: str, credential_id: str, status: str) -> ActionResult:
+        """Activate or deactivate one credential (never delete it: approval can give it back)."""
+        api = CREDENTIAL_APIS[kind]
+        noun = "key" if kind == ACCESS_KEY else kind
+        action = f"{'deactivate' if status == 'Inactive' else 'activate'}_{noun}"
+        method = getattr(self._iam, api.update_call)
+        result = self._call(action, user, method, UserName=user, Status=status, **{api.id_field: credential_id})
+        return ActionResult(action, f"{user}/{credential_id}", result.status, result.detail)
+
+    def credentials(
+        self, user: str, kinds: Iterable[str] = tuple(CREDENTIAL_APIS), *, errors: list[str] | None = None
+    ) -> list[Credential]:
+        """The user's credentials of `kinds`, oldest first (one list call per kind).
+
+        A kind that cannot be listed is named in `errors` when given (the others are still listed),
+        else its error propagates. A user that no longer exists always propagates NoSuchEntity.
+        """
+        found = []
+        for kind in kinds:
+            api = CREDENTIAL_APIS[kind]
+            try:
+                if api.paginated:
+                    pages = list(self._iam.get_paginator(api.list_call).paginate(UserName=user))
+                else:
+                    pages = [getattr(self._iam, api.list_call)(UserName=user)]
+            except Exception as exc:  # botocore errors, and parser errors of a reply that is not AWS's
+                if errors is None or error_code(exc) == "NoSuchEntity":
+                    raise
+                errors.append(f"cannot list {kind} credentials: {error_code(exc)}")
+                continue
+            found += [
+                Credential(kind, meta[api.id_field], meta.get("Status") == "Active", meta.get(api.date_field))
+                for page in pages
+                for meta in page.get(api.list_key, [])
+            ]
+        return sorted(found, key=lambda c: (c.kind, str(c.created)))
 
     def delete_login_profile(self, user: str) -> ActionResult:
         try:
@@ -141,13 +225,28 @@ class IamActions:
             return error_code(exc) != "NoSuchEntity"
         return True
 
-    def user_facts(self, user: str, *, path: bool, keys: bool) -> UserFacts | None:
-        """Read the path and active keys of `user`; None if it no longer exists."""
+    def user_tags(self, user: str) -> dict[str, str]:
+        pages = self._iam.get_paginator("list_user_tags").paginate(UserName=user)
+        return {t["Key"]: t["Value"] for page in pages for t in page.get("Tags", [])}
+
+    def user_id(self, user: str) -> str | None:
+        """The user's id (`AIDA...`), or None if it does not exist; other errors propagate."""
+        try:
+            return str(self._iam.get_user(UserName=user)["User"]["UserId"])
+        except (ClientError, BotoCoreError) as exc:
+            if error_code(exc) == "NoSuchEntity":
+                return None
+            raise
+
+    def user_facts(self, user: str, *, path: bool, keys: bool, user_id: bool = False) -> UserFacts | None:
+        """Read the path, id and active keys of `user`; None if it no longer exists."""
         found_path: str | None = None
+        found_id: str | None = None
         key_ids: tuple[str, ...] | None = None
         try:
-            if path:
-                found_path = self._iam.get_user(UserName=user)["User"].get("Path", "/")
+            if path or user_id:
+                details = self._iam.get_user(UserName=user)["User"]
+                found_path, found_id = details.get("Path", "/"), details.get("UserId")
             if keys:
                 pages = self._iam.get_paginator("list_access_keys").paginate(UserName=user)
                 key_ids = tuple(
@@ -160,7 +259,7 @@ class IamActions:
             if error_code(exc) == "NoSuchEntity":
                 return None
             log.warning("could not read IAM facts for %s: %s", user, error_code(exc))
-        return UserFacts(path=found_path, active_key_ids=key_ids)
+        return UserFacts(path=found_path, active_key_ids=key_ids, user_id=found_id)
 
     def active_keys(self, user: str) -> list[str]:
         """Active key ids of `user`, oldest first."""

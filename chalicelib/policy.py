@@ -6,26 +6,32 @@ written for the security engineer who reads the alert.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any, Final
 
 from chalicelib.allowlist import Allowlist, GlobSet, Integration
 from chalicelib.constants import (
+    ACCESS_KEY,
     ALERT,
     APPROVE,
-    CREATE_ACCESS_KEY,
-    CREATE_LOGIN_PROFILE,
     CREATE_USER,
-    CREATION_EVENTS,
+    CREDENTIAL_EVENTS,
+    CREDENTIAL_STATUS_EVENTS,
     CRITICAL,
     DEFAULT_QUARANTINE_POLICY_NAME,
+    DELETE_USER,
     DETACH_USER_POLICY,
     HIGH,
     IGNORE,
     INFO,
+    LIFECYCLE_EVENTS,
+    LOGIN_PROFILE,
     QUARANTINE,
+    SERVICE_SPECIFIC_CREDENTIAL,
+    SIGNING_CERTIFICATE,
+    SSH_PUBLIC_KEY,
     STATUS_APPROVED,
     STATUS_EXCEPTION,
     STATUS_QUARANTINED,
@@ -44,19 +50,28 @@ from chalicelib.constants import (
     TAG_USED_FROM,
     TAG_USER_EVENT,
     TAMPER_EVENTS,
-    UPDATE_ACCESS_KEY,
 )
 from chalicelib.events import IamEvent
 
 # Steps the actions layer carries out, in this order.
-DEACTIVATE_KEY: Final = "deactivate_key"
+DEACTIVATE_CREDENTIAL: Final = "deactivate_credential"
+#: The step's older name (an access key is one kind of credential).
+DEACTIVATE_KEY: Final = DEACTIVATE_CREDENTIAL
 DELETE_LOGIN_PROFILE: Final = "delete_login_profile"
 ATTACH_QUARANTINE: Final = "attach_quarantine_policy"
 TAG_USER: Final = "tag_user"
 UNTAG_USER: Final = "untag_user"
 
-#: Events whose target may need IAM reads (path, key count) before deciding.
-_CREDENTIAL_EVENTS: Final = frozenset({CREATE_ACCESS_KEY, CREATE_LOGIN_PROFILE})
+
+def credential_ref(kind: str, credential_id: str) -> str:
+    """How records name a credential: an access key by its id, any other kind as `kind:id`."""
+    return credential_id if kind == ACCESS_KEY else f"{kind}:{credential_id}"
+
+
+def parse_credential_ref(ref: str) -> tuple[str, str]:
+    """(kind, id) of a record's credential reference."""
+    kind, sep, credential_id = ref.partition(":")
+    return (kind, credential_id) if sep else (ACCESS_KEY, ref)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +80,12 @@ class UserFacts:
 
     path: str | None = None
     active_key_ids: tuple[str, ...] | None = None
+    user_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ActiveException:
-    """A time-bound exception granted by an approver."""
+    """A time-bound exception granted by an approver, bound to one user id."""
 
     account: str
     user_name: str
@@ -77,6 +93,7 @@ class ActiveException:
     approved_by: str = ""
     reason: str = ""
     ticket: str = ""
+    user_id: str = ""
 
     def is_active(self, at: datetime) -> bool:
         return at < self.expires_at
@@ -86,9 +103,10 @@ class ActiveException:
 class FactsNeeded:
     path: bool = False
     keys: bool = False
+    user_id: bool = False
 
     def __bool__(self) -> bool:
-        return self.path or self.keys
+        return self.path or self.keys or self.user_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,16 +136,146 @@ class Match:
     why_not: str
 
 
-def facts_needed(event: IamEvent, allowlist: Allowlist) -> FactsNeeded:
-    """Which IAM reads `decide` needs for this event (none for most events)."""
-    if event.event_name not in _CREDENTIAL_EVENTS or event.error_code or not event.target_user_name:
+@dataclass(frozen=True, slots=True)
+class Check:
+    """What an approved integration's own limits say about a new credential."""
+
+    allowed: bool
+    rule: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialRule:
+    """One long-lived credential kind: how it is named, undone, and checked for an integration."""
+
+    kind: str
+    noun: str
+    #: The step that undoes it: deactivation (reversible) or deleting the login profile.
+    undo: str
+    #: Undone alongside a quarantine too (only reversible undos are: a deleted password cannot be
+    #: given back on approval, and the quarantine policy already denies the console).
+    undo_on_quarantine: bool
+    #: Rule names: (allowed, over an integration's limit, made by someone outside created_by, unapproved user).
+    rules: tuple[str, str, str, str]
+    check: Callable[[CredentialRule, Integration, IamEvent, UserFacts], Check]
+
+    def describe(self, event: IamEvent) -> str:
+        return f"{self.noun} {event.credential_id}" if event.credential_id else f"the new {self.noun}"
+
+    @property
+    def undone(self) -> str:
+        return "deleted" if self.undo == DELETE_LOGIN_PROFILE else "deactivated"
+
+
+def _allow_any(rule: CredentialRule, integration: Integration, event: IamEvent, facts: UserFacts) -> Check:
+    return Check(True, rule.rules[0], f"{rule.noun} for {event.target_user_name} by integration '{integration.name}'")
+
+
+def _check_key_count(rule: CredentialRule, integration: Integration, event: IamEvent, facts: UserFacts) -> Check:
+    user, key, limit = event.target_user_name, rule.describe(event), integration.max_access_keys
+    if facts.active_key_ids is None:
+        return Check(
+            False,
+            "key_count_unknown",
+            f"could not count the active keys of {user} (integration '{integration.name}'); "
+            f"{key} is deactivated until someone checks",
+        )
+    count = len(set(facts.active_key_ids) | ({event.credential_id} if event.credential_id else set()))
+    if count <= limit:
+        return Check(
+            True,
+            rule.rules[0],
+            f"{key} for {user} is allowed: integration '{integration.name}' has {count} active key(s), "
+            f"max_access_keys {limit}",
+        )
+    return Check(
+        False,
+        rule.rules[1],
+        f"{user} (integration '{integration.name}') would have {count} active keys, more than "
+        f"max_access_keys {limit}: {key} is deactivated",
+    )
+
+
+def _check_console(rule: CredentialRule, integration: Integration, event: IamEvent, facts: UserFacts) -> Check:
+    user = event.target_user_name
+    if integration.console_access:
+        return Check(
+            True,
+            rule.rules[0],
+            f"console access for {user} is allowed by integration '{integration.name}'; "
+            "MFA is required and checked by the sweep",
+        )
+    return Check(
+        False,
+        rule.rules[1],
+        f"integration '{integration.name}' does not allow console access: the login profile of {user} is deleted",
+    )
+
+
+def _generic_rules(kind: str) -> tuple[str, str, str, str]:
+    return (f"{kind}_allowed", f"{kind}_over_limit", f"{kind}_by_unlisted_creator", f"unapproved_{kind}")
+
+
+#: Every long-lived credential kind an IAM user can hold, and the rule each follows.
+CREDENTIALS: Final[Mapping[str, CredentialRule]] = {
+    rule.kind: rule
+    for rule in (
+        CredentialRule(
+            ACCESS_KEY,
+            "access key",
+            DEACTIVATE_CREDENTIAL,
+            True,
+            ("key_within_limit", "key_over_limit", "key_by_unlisted_creator", "unapproved_key"),
+            _check_key_count,
+        ),
+        CredentialRule(
+            LOGIN_PROFILE,
+            "console password",
+            DELETE_LOGIN_PROFILE,
+            False,
+            ("console_allowed", "console_not_allowed", "password_by_unlisted_creator", "unapproved_console_password"),
+            _check_console,
+        ),
+        CredentialRule(
+            SSH_PUBLIC_KEY, "SSH public key", DEACTIVATE_CREDENTIAL, True, _generic_rules(SSH_PUBLIC_KEY), _allow_any
+        ),
+        CredentialRule(
+            SERVICE_SPECIFIC_CREDENTIAL,
+            "service-specific credential",
+            DEACTIVATE_CREDENTIAL,
+            True,
+            _generic_rules(SERVICE_SPECIFIC_CREDENTIAL),
+            _allow_any,
+        ),
+        CredentialRule(
+            SIGNING_CERTIFICATE,
+            "signing certificate",
+            DEACTIVATE_CREDENTIAL,
+            True,
+            _generic_rules(SIGNING_CERTIFICATE),
+            _allow_any,
+        ),
+    )
+}
+
+
+def facts_needed(event: IamEvent, allowlist: Allowlist, exception: ActiveException | None = None) -> FactsNeeded:
+    """Which IAM reads `decide` needs for this event (none for most events).
+
+    An exception found by name is honoured only for the user id it was granted to: where the
+    event does not carry the id, it is read.
+    """
+    if event.error_code or not event.target_user_name:
         return FactsNeeded()
+    user_id = exception is not None and not event.target_user_id
+    if event.event_name not in CREDENTIAL_EVENTS and event.event_name not in LIFECYCLE_EVENTS:
+        return FactsNeeded(user_id=user_id)
     candidates = allowlist.candidates(event.target_user_name)
-    if not candidates:
-        return FactsNeeded()
     return FactsNeeded(
-        path=not event.target_user_path and any(i.path for i in candidates),
-        keys=event.event_name == CREATE_ACCESS_KEY,
+        path=bool(candidates) and not event.target_user_path and any(i.path for i in candidates),
+        keys=bool(candidates) and event.credential_kind == ACCESS_KEY,
+        user_id=user_id,
     )
 
 
@@ -144,32 +292,43 @@ def decide(
 ) -> Decision:
     """Decide what to do about one IAM event. `mode` overrides the allowlist's mode.
 
-    `record` is the guardrail's own record of the target user (status, the keys it deactivated,
-    the tags it set): tamper events are judged against it.
+    `record` is the guardrail's own record of the target user (status, the credentials it
+    deactivated, the tags it set): tamper and rename events are judged against it.
     """
+    facts = facts or UserFacts()
+    active = bound_exception(exception, event, facts)
     if event.event_name in TAMPER_EVENTS:
-        decision = _tamper(event, own_roles, exception, record or {}, quarantine_policy)
+        decision = _tamper(event, own_roles, active, record or {}, quarantine_policy)
+    elif event.event_name in LIFECYCLE_EVENTS:
+        decision = _lifecycle(event, allowlist, active, facts, record or {})
     else:
-        decision = _decide(event, allowlist, exception, facts or UserFacts())
+        decision = _decide(event, allowlist, active, facts)
     mode = mode or allowlist.mode
     return decision if mode == decision.mode else replace(decision, mode=mode)
 
 
-def _decide(
-    event: IamEvent,
-    allowlist: Allowlist,
-    exception: ActiveException | None,
-    facts: UserFacts,
-) -> Decision:
+def bound_exception(exception: ActiveException | None, event: IamEvent, facts: UserFacts) -> ActiveException | None:
+    """The exception, if it is active at the event's time and belongs to this very user.
+
+    An exception names the user id it was granted to: a user deleted and created again under the
+    same name is another user, and inherits nothing.
+    """
+    if exception is None or not exception.is_active(event.event_time) or not exception.user_id:
+        return None
+    user_id = event.target_user_id or facts.user_id
+    return exception if user_id == exception.user_id else None
+
+
+def _decide(event: IamEvent, allowlist: Allowlist, active: ActiveException | None, facts: UserFacts) -> Decision:
     name = event.event_name
-    if name not in CREATION_EVENTS:
+    if name not in CREATION_EVENT_NAMES:
         return Decision(IGNORE, f"{name} is not an event the guardrail acts on", rule="not_handled")
     if event.error_code:
         return Decision(IGNORE, f"{name} failed with {event.error_code}; nothing was created", rule="failed_call")
     # The guardrail never creates users or credentials: a creation event made by its role is judged
     # like any other (the own-role exemption applies to the tamper events it causes itself).
     if not event.target_user_name:
-        if event.actor.type == "Root" and name == CREATE_ACCESS_KEY:
+        if event.actor.type == "Root" and event.credential_kind == ACCESS_KEY:
             return Decision(
                 ALERT,
                 "the root user created an access key for itself; root keys cannot be managed "
@@ -189,20 +348,19 @@ def _decide(
             notify=True,
             rule="invalid_account",
         )
-
     match = _match(event, allowlist, facts)
-    active = exception if exception is not None and exception.is_active(event.event_time) else None
     if name == CREATE_USER:
         return _create_user(event, match, active)
-    if name == CREATE_ACCESS_KEY:
-        return _create_access_key(event, allowlist, match, active, facts)
-    return _create_login_profile(event, allowlist, match, active)
+    return _credential(event, CREDENTIALS[event.credential_kind], allowlist, match, active, facts)
+
+
+CREATION_EVENT_NAMES: Final = frozenset({CREATE_USER, *CREDENTIAL_EVENTS})
 
 
 def _tamper(
     event: IamEvent,
     own_roles: GlobSet,
-    exception: ActiveException | None,
+    active: ActiveException | None,
     record: Mapping[str, Any],
     quarantine_policy: str,
 ) -> Decision:
@@ -214,13 +372,17 @@ def _tamper(
         return Decision(IGNORE, f"{name} was made by the guardrail's own role", rule="own_role")
     if not user or not event.account_is_valid:
         return Decision(IGNORE, f"{name} names no user in a valid account", rule="no_target_user")
-    if exception is not None and exception.is_active(event.event_time):
+    by = event.actor.principal_arn or event.actor.display
+    if name in CREDENTIAL_STATUS_EVENTS:
+        # Not exempt during an exception: an approval gives back only the credentials deactivated
+        # by the alert it approved; what stays in the record stays deactivated.
+        return _tamper_credential(event, CREDENTIALS[event.credential_kind], record, by)
+    if active is not None:
         return Decision(
             IGNORE,
-            f"{name} on {user} during its exception (until {exception.expires_at:%Y-%m-%d})",
+            f"{name} on {user} during its exception (until {active.expires_at:%Y-%m-%d})",
             rule="during_exception",
         )
-    by = event.actor.principal_arn or event.actor.display
     if name == DETACH_USER_POLICY:
         policy_arn = str(event.request_parameters.get("policyArn", ""))
         if not policy_arn.endswith(f":policy/{quarantine_policy}"):
@@ -234,33 +396,59 @@ def _tamper(
             (ATTACH_QUARANTINE,),
             rule="tamper_detach",
         )
-    if name == UPDATE_ACCESS_KEY:
-        status = event.request_parameters.get("status")
-        if status != "Active" or event.access_key_id not in record.get("deactivated_keys", ()):
-            return Decision(
-                IGNORE,
-                f"UpdateAccessKey to {status} of a key the guardrail did not deactivate",
-                rule="not_guardrail_key",
-            )
-        return _reverted(
-            f"{event.access_key_id}, deactivated by the guardrail, was reactivated by {by}: deactivated again",
-            (DEACTIVATE_KEY,),
-            rule="tamper_reactivated_key",
+    return _tamper_tags(event, record, by)
+
+
+def _tamper_credential(event: IamEvent, rule: CredentialRule, record: Mapping[str, Any], by: str) -> Decision:
+    status = event.request_parameters.get("status")
+    ref = credential_ref(rule.kind, event.credential_id)
+    if status != "Active" or not event.credential_id or ref not in record.get("deactivated_keys", ()):
+        return Decision(
+            IGNORE,
+            f"{event.event_name} to {status} of a {rule.noun} the guardrail did not deactivate",
+            rule="not_guardrail_key",
         )
-    ours: Mapping[str, str] = record.get("tags") or {}
+    return _reverted(
+        f"{rule.describe(event)}, deactivated by the guardrail, was reactivated by {by}: deactivated again",
+        (DEACTIVATE_CREDENTIAL,),
+        rule="tamper_reactivated_key",
+    )
+
+
+def _tamper_tags(event: IamEvent, record: Mapping[str, Any], by: str) -> Decision:
+    """TagUser/UntagUser of `guardrail:` keys. IAM tag keys are case-insensitive, so are these checks.
+
+    The guardrail's role may only tag and untag keys that start with exactly `guardrail:` (its
+    IAM condition is case-sensitive): a case-variant key (`GUARDRAIL:status`) is overwritten by
+    restoring the canonical key, and one it cannot overwrite is named in the alert for a human.
+    """
+    name, user = event.event_name, event.target_user_name
+    ours = {key.lower(): (key, value) for key, value in (record.get("tags") or {}).items()}
+
+    def guardrail_key(key: str) -> bool:
+        return key.lower().startswith(TAG_PREFIX)
+
     if name == TAG_USER_EVENT:
         # Setting a guardrail tag to the value the guardrail recorded changes nothing (and breaks loops).
-        touched = tuple(k for k, v in event.request_tags if k.lower().startswith(TAG_PREFIX) and ours.get(k) != v)
-        remove = tuple(k for k in touched if k not in ours)
+        touched = tuple(k for k, v in event.request_tags if guardrail_key(k) and ours.get(k.lower()) != (k, v))
+        foreign = tuple(k for k in touched if k.lower() not in ours)
     else:
-        touched = tuple(k for k in event.request_tag_keys if k.lower().startswith(TAG_PREFIX) and k in ours)
-        remove = ()
+        touched = tuple(k for k in event.request_tag_keys if guardrail_key(k) and k.lower() in ours)
+        foreign = ()
     if not touched:
         return Decision(IGNORE, f"{name} changed no guardrail tag it recorded", rule="no_guardrail_tags")
-    restore = tuple((k, ours[k]) for k in touched if k in ours)
+    restore = tuple(dict.fromkeys(ours[k.lower()] for k in touched if k.lower() in ours))
+    remove = tuple(k for k in foreign if k.startswith(TAG_PREFIX))
+    by_hand = tuple(k for k in foreign if not k.startswith(TAG_PREFIX))
+    note = ""
+    if by_hand:
+        note = (
+            f"; {', '.join(by_hand)} differs from the guardrail's own keys only in case and its role may not "
+            "remove it: remove it by hand"
+        )
     steps = (*((UNTAG_USER,) if remove else ()), *((TAG_USER,) if restore else ()))
     return _reverted(
-        f"{by} changed the guardrail's tags on {user} ({', '.join(touched)}): restored",
+        f"{by} changed the guardrail's tags on {user} ({', '.join(touched)}): restored{note}",
         steps,
         tags=restore,
         untag=remove,
@@ -277,6 +465,69 @@ def _reverted(
     untag: tuple[str, ...] = (),
 ) -> Decision:
     return Decision(ALERT, f"tamper: {reason}", CRITICAL, steps, tags, untag, notify=True, rule=rule)
+
+
+def _lifecycle(
+    event: IamEvent,
+    allowlist: Allowlist,
+    active: ActiveException | None,
+    facts: UserFacts,
+    record: Mapping[str, Any],
+) -> Decision:
+    """UpdateUser (rename, new path) and DeleteUser: the record and exception follow the user id."""
+    name, user = event.event_name, event.target_user_name
+    if event.error_code:
+        return Decision(IGNORE, f"{name} failed with {event.error_code}; nothing changed", rule="failed_call")
+    if not user or not event.account_is_valid:
+        return Decision(IGNORE, f"{name} names no user in a valid account", rule="no_target_user")
+    if name == DELETE_USER:
+        return Decision(IGNORE, f"{user} was deleted: its record and any exception are closed", rule="user_deleted")
+    if not event.renamed_from and not event.target_user_path:
+        return Decision(IGNORE, f"UpdateUser changed neither the name nor the path of {user}", rule="not_handled")
+    by = event.actor.principal_arn or event.actor.display
+    old = event.renamed_from or user
+    change = f"{old} was renamed to {user}" if event.renamed_from else f"{user} was moved"
+    path = event.target_user_path or facts.path
+    if event.target_user_path:
+        change += f" (new path {event.target_user_path})"
+    if active is not None:
+        return Decision(
+            APPROVE,
+            f"{change} by {by} during its exception (until {active.expires_at:%Y-%m-%d}); "
+            "the exception follows the user",
+            rule="renamed_during_exception",
+            notify=True,
+        )
+    match = match_user(allowlist, user=user, account=event.account, path=path, day=event.event_time.date())
+    integration = match.integration if match.creator_ok else None
+    was = record.get("status")
+    if was == STATUS_APPROVED and integration is not None and integration.name == record.get("integration"):
+        return Decision(
+            APPROVE,
+            f"{change} by {by}; it still matches integration '{integration.name}'",
+            integration=integration.name,
+            rule="renamed_within_integration",
+        )
+    if integration is not None:
+        why = (
+            f"{change} by {by} into the name and path of integration '{integration.name}': a rename is not a "
+            "creation by a provisioner and approves nothing"
+        )
+        severity, rule = CRITICAL, "renamed_into_integration"
+    else:
+        why = f"{change} by {by}; {match.why_not}"
+        severity, rule = HIGH, "renamed_user"
+    if was == STATUS_QUARANTINED:
+        why += "; the quarantine is kept"
+    return Decision(
+        QUARANTINE,
+        why,
+        severity=severity,
+        steps=(ATTACH_QUARANTINE, TAG_USER),
+        tags=_quarantine_tags(why, event.event_id),
+        notify=True,
+        rule=rule,
+    )
 
 
 def _create_user(event: IamEvent, match: Match, active: ActiveException | None) -> Decision:
@@ -309,132 +560,73 @@ def _create_user(event: IamEvent, match: Match, active: ActiveException | None) 
     )
 
 
-def _create_access_key(
+def _credential(
     event: IamEvent,
+    rule: CredentialRule,
     allowlist: Allowlist,
     match: Match,
     active: ActiveException | None,
     facts: UserFacts,
 ) -> Decision:
-    user = event.target_user_name
-    key = event.access_key_id or "the new key"
-    backdoor = not event.actor_is_target
-    trusted = allowlist.provisioners.matches(event.actor.principal_arn)
-    integration = match.integration
-    if integration and match.creator_ok:
-        if facts.active_key_ids is None:
-            return Decision(
-                ALERT,
-                f"could not count the active keys of {user} (integration '{integration.name}'); "
-                f"{key} is deactivated until someone checks",
-                severity=HIGH,
-                rule="key_count_unknown",
-                steps=(DEACTIVATE_KEY,),
-                integration=integration.name,
-                notify=True,
-            )
-        count = len(set(facts.active_key_ids) | ({event.access_key_id} if event.access_key_id else set()))
-        if count <= integration.max_access_keys:
-            return Decision(
-                APPROVE,
-                f"{key} for {user} is allowed: integration '{integration.name}' has {count} active "
-                f"key(s), max_access_keys {integration.max_access_keys}",
-                integration=integration.name,
-                rule="key_within_limit",
-            )
-        return Decision(
-            ALERT,
-            f"{user} (integration '{integration.name}') would have {count} active keys, more than "
-            f"max_access_keys {integration.max_access_keys}: {key} is deactivated",
-            severity=HIGH,
-            rule="key_over_limit",
-            steps=(DEACTIVATE_KEY,),
-            integration=integration.name,
-            notify=True,
-        )
-    if active:
-        return _exception_decision(event, active, notify=True)
-    if integration:
-        return Decision(
-            ALERT,
-            f"{key} was created for integration user {user} by {event.actor.principal_arn or event.actor.display}, "
-            f"who is not in the created_by of '{integration.name}': only the key is deactivated",
-            severity=CRITICAL,
-            rule="key_by_unlisted_creator",
-            steps=(DEACTIVATE_KEY,),
-            integration=integration.name,
-            notify=True,
-            backdoor=backdoor,
-        )
-    backdoor_note = ""
-    severity = HIGH
-    if backdoor:
-        backdoor_note = f"; the key was created by another principal ({event.actor.display}): possible backdoor"
-        severity = HIGH if trusted else CRITICAL
-    return Decision(
-        QUARANTINE,
-        f"{match.why_not}{backdoor_note}",
-        severity=severity,
-        steps=(DEACTIVATE_KEY, ATTACH_QUARANTINE, TAG_USER),
-        tags=_quarantine_tags(match.why_not, event.event_id),
-        notify=True,
-        backdoor=backdoor,
-        rule="backdoor_key" if backdoor else "unapproved_key",
-    )
-
-
-def _create_login_profile(
-    event: IamEvent,
-    allowlist: Allowlist,
-    match: Match,
-    active: ActiveException | None,
-) -> Decision:
+    """One rule for every long-lived credential kind (access key, password, SSH key, ...)."""
     user = event.target_user_name
     actor = event.actor.principal_arn or event.actor.display
+    what = rule.describe(event)
+    backdoor = not event.actor_is_target
+    provisioner = allowlist.provisioners.matches(event.actor.principal_arn)
     integration = match.integration
     if integration and match.creator_ok:
-        if integration.console_access:
-            return Decision(
-                APPROVE,
-                f"console access for {user} is allowed by integration '{integration.name}'; "
-                "MFA is required and checked by the sweep",
-                integration=integration.name,
-                rule="console_allowed",
-            )
+        check = rule.check(rule, integration, event, facts)
+        if check.allowed:
+            return Decision(APPROVE, check.reason, integration=integration.name, rule=check.rule)
         return Decision(
             ALERT,
-            f"integration '{integration.name}' does not allow console access: the login profile of {user} is deleted",
+            check.reason,
             severity=HIGH,
-            rule="console_not_allowed",
-            steps=(DELETE_LOGIN_PROFILE,),
+            rule=check.rule,
+            steps=(rule.undo,),
             integration=integration.name,
             notify=True,
         )
     if active:
-        return _exception_decision(event, active, notify=True)
-    backdoor = not event.actor_is_target
+        if event.actor_is_target or provisioner:
+            return _exception_decision(event, active, notify=True)
+        return Decision(
+            ALERT,
+            f"{what} was made for {user} by {actor}, who is neither the user nor a provisioner: the exception "
+            f"(approved by {active.approved_by or 'an approver'}) does not cover it; only the {rule.noun} is "
+            f"{rule.undone}: possible backdoor",
+            severity=CRITICAL,
+            rule="backdoor_during_exception",
+            steps=(rule.undo,),
+            notify=True,
+            backdoor=True,
+        )
     if integration:
         return Decision(
             ALERT,
-            f"a console password was set for integration user {user} by {actor}, who is not in the "
-            f"created_by of '{integration.name}': the login profile is deleted",
+            f"{what} was made for integration user {user} by {actor}, who is not in the created_by of "
+            f"'{integration.name}': only the {rule.noun} is {rule.undone}",
             severity=CRITICAL,
-            rule="password_by_unlisted_creator",
-            steps=(DELETE_LOGIN_PROFILE,),
+            rule=rule.rules[2],
+            steps=(rule.undo,),
             integration=integration.name,
             notify=True,
             backdoor=backdoor,
         )
-    severity = CRITICAL if backdoor and not allowlist.provisioners.matches(event.actor.principal_arn) else HIGH
+    note = f"; {what} was made by {actor}"
+    if backdoor:
+        note = f"; {what} was made by another principal ({event.actor.display}): possible backdoor"
+    undo = (rule.undo,) if rule.undo_on_quarantine else ()
     return Decision(
         QUARANTINE,
-        f"{match.why_not}; a console password was set by {actor}",
-        severity=severity,
-        steps=(ATTACH_QUARANTINE, TAG_USER),
+        f"{match.why_not}{note}",
+        severity=CRITICAL if backdoor and not provisioner else HIGH,
+        steps=(*undo, ATTACH_QUARANTINE, TAG_USER),
         tags=_quarantine_tags(match.why_not, event.event_id),
         notify=True,
         backdoor=backdoor,
-        rule="unapproved_console_password",
+        rule=("backdoor_key" if backdoor and rule.kind == ACCESS_KEY else rule.rules[3]),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -19,6 +19,7 @@ from chalicelib.constants import (
     HIGH,
     INFO,
     STATUS_APPROVED,
+    STATUS_DELETED,
     STATUS_EXCEPTION,
     STATUS_QUARANTINED,
     TAG_INTEGRATION,
@@ -28,6 +29,8 @@ from chalicelib.policy import ActiveException, integration_tags, match_user
 
 # Actions the sweep may take.
 QUARANTINE_USER: Final = "quarantine"
+#: Deactivate again the credentials the guardrail's record lists as deactivated.
+DEACTIVATE_RECORDED: Final = "deactivate_recorded"
 TAG: Final = "tag"
 DEACTIVATE_EXTRA_KEYS: Final = "deactivate_extra_keys"
 DELETE_LOGIN_PROFILE: Final = "delete_login_profile"
@@ -49,6 +52,7 @@ class AccountUser:
     name: str
     arn: str
     path: str = "/"
+    user_id: str = ""
     created: datetime | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
     policy_arns: frozenset[str] = frozenset()
@@ -77,6 +81,8 @@ class Finding:
     owner: str = ""
     tags: tuple[tuple[str, str], ...] = ()
     keep_keys: int = 0
+    #: DEACTIVATE_RECORDED: the credential references to deactivate again.
+    credentials: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,22 +101,39 @@ def reconcile(
     now: datetime,
     exception: ActiveException | None = None,
     record: Mapping[str, Any] | None = None,
+    active_refs: frozenset[str] = frozenset(),
 ) -> UserVerdict:
-    record = record or {}
+    """What is wrong with one user, and what to do.
+
+    The guardrail's record and exception belong to a user id: a user created again under the name
+    of a deleted one inherits neither. What the record says the guardrail did is honoured whatever
+    the name now matches: a quarantined user stays quarantined, a credential it deactivated stays
+    inactive (`active_refs`: the user's active credentials among those the record lists).
+    """
+    record = owned_record(user, record)
+    if exception is not None and (not exception.user_id or exception.user_id != user.user_id):
+        exception = None
     quarantined = policy_arn in user.policy_arns
     findings: list[Finding] = []
+    reactivated = tuple(sorted(active_refs & set(record.get("deactivated_keys", ()))))
+    if reactivated:
+        detail = f"{', '.join(reactivated)}, deactivated by the guardrail, is active again"
+        findings.append(Finding(user.name, "credential_reactivated", CRITICAL, detail, DEACTIVATE_RECORDED))
+        findings[-1] = replace(findings[-1], credentials=reactivated)
     if exception is not None and exception.is_active(now):
-        return UserVerdict(user.name, STATUS_EXCEPTION, findings=tuple(_hygiene(user, allowlist, now, "")))
+        findings += _hygiene(user, allowlist, now, "")
+        return UserVerdict(user.name, STATUS_EXCEPTION, findings=tuple(findings))
+    if record.get("status") == STATUS_QUARANTINED:
+        if not quarantined:
+            detail = "the quarantine policy was removed outside the guardrail"
+            findings.append(Finding(user.name, "quarantine_removed", CRITICAL, detail, QUARANTINE_USER))
+        return UserVerdict(user.name, STATUS_QUARANTINED, findings=tuple(findings))
     match = match_user(allowlist, user=user.name, account=user.account, path=user.path, day=now.date())
     integration = match.integration if match.creator_ok else None
     if integration is None:
         if quarantined:
-            return UserVerdict(user.name, STATUS_QUARANTINED)
-        if record.get("status") == STATUS_QUARANTINED:
-            detail = "the quarantine policy was removed outside the guardrail"
-            findings.append(Finding(user.name, "quarantine_removed", CRITICAL, detail, QUARANTINE_USER))
-        else:
-            findings.append(Finding(user.name, "unapproved", HIGH, match.why_not, QUARANTINE_USER))
+            return UserVerdict(user.name, STATUS_QUARANTINED, findings=tuple(findings))
+        findings.append(Finding(user.name, "unapproved", HIGH, match.why_not, QUARANTINE_USER))
         return UserVerdict(user.name, "unapproved", findings=tuple(findings))
 
     owner = integration.owner
@@ -152,6 +175,15 @@ def reconcile(
         )
     findings += _hygiene(user, allowlist, now, owner)
     return UserVerdict(user.name, STATUS_APPROVED, integration.name, tuple(findings))
+
+
+def owned_record(user: AccountUser, record: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The record if it belongs to this user (same id, or a record written before ids were kept)."""
+    if not record:
+        return {}
+    if record.get("status") == STATUS_DELETED or (record.get("user_id") and record["user_id"] != user.user_id):
+        return {}
+    return record
 
 
 def _hygiene(user: AccountUser, allowlist: Allowlist, now: datetime, owner: str) -> list[Finding]:
@@ -202,6 +234,7 @@ def account_users(details: Iterable[Mapping[str, Any]], report: Mapping[str, Map
                 name=detail["UserName"],
                 arn=detail["Arn"],
                 path=detail.get("Path", "/"),
+                user_id=detail.get("UserId", ""),
                 created=_aware(detail.get("CreateDate")),
                 tags={t["Key"]: t["Value"] for t in detail.get("Tags", [])},
                 policy_arns=frozenset(p["PolicyArn"] for p in detail.get("AttachedManagedPolicies", [])),

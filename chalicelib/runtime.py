@@ -74,6 +74,7 @@ class Runtime:
         )
         self._clients: dict[str, Any] = {}
         self._emails: dict[str, str | None] = {}
+        self._bot_token: str | None = None
         self._members: dict[str, tuple[IamActions, dict[str, str], datetime]] = {}
         self._home_account = settings.home_account
         self._lock = threading.Lock()
@@ -165,6 +166,7 @@ class Runtime:
             own_roles=GlobSet(self.settings.own_roles),
             policy_name=self.settings.quarantine_policy_name,
             mode=self.settings.mode or None,
+            self_approval_checkable=lambda: bool(self.slack_bot_token()),
             burst=self.burst_gate,
         )
 
@@ -342,21 +344,38 @@ class Runtime:
             log.error("could not update the Slack message: %s", exc)
 
     def slack_email(self, slack_user_id: str) -> str | None:
-        """The clicker's email through users.info, when a bot token is configured; else None."""
+        """The clicker's email through users.info; None when no bot token is configured.
+
+        With a bot token, a failed lookup raises: the caller refuses rather than skip the
+        self-approval check.
+        """
         if slack_user_id in self._emails:
             return self._emails[slack_user_id]
-        email = None
-        try:
-            token = self.slack_secret.get("bot_token") if self.settings.slack_secret_id else None
-            if token:
-                from slack_sdk.web import WebClient
+        token = self.slack_bot_token()
+        if not token:
+            return None
+        from slack_sdk.web import WebClient
 
-                client = WebClient(token=token, base_url=self.settings.slack_api_url, timeout=3)
-                email = client.users_info(user=slack_user_id)["user"]["profile"].get("email")
-        except Exception as exc:  # users.info is a best-effort link to the requester
-            log.warning("users.info failed: %s", type(exc).__name__)
+        client = WebClient(token=token, base_url=self.settings.slack_api_url, timeout=3)
+        email = client.users_info(user=slack_user_id)["user"]["profile"].get("email")
+        if not isinstance(email, str) or "@" not in email:
+            raise LookupError("users.info returned no email (the app needs users:read.email)")
         self._emails[slack_user_id] = email
         return email
+
+    def slack_bot_token(self) -> str:
+        """The bot token from the Slack secret ('' when there is none or it cannot be read).
+
+        Read once per container (a deployment with a bot token reads the secret to send anyway).
+        """
+        if self._bot_token is None:
+            self._bot_token = ""
+            if self.settings.slack_secret_id:
+                try:
+                    self._bot_token = self.slack_secret.get("bot_token", "")
+                except SlackSecretError:
+                    log.warning("the Slack secret cannot be read: self-approval cannot be checked")
+        return self._bot_token
 
     def build_notifier(self) -> Notifier:
         from chalicelib.notify import BotNotifier, WebhookNotifier

@@ -118,12 +118,20 @@ class SlackInteractions:
         case = self.store.get(event_pk(event_id), EVENT_SK)
         if not case or case.get("account") != account or case.get("user") != user or case.get("verdict") != QUARANTINE:
             raise RefusedError("this button does not match a quarantine the guardrail recorded")
-        email = self._email_of(clicker)
-        if email and _is_requester(email, case):
+        try:
+            email = self._email_of(clicker)
+        except Exception:  # a configured lookup that fails must not wave the approval through
+            log.warning("users.info failed for an approver; self-approval cannot be ruled out")
+            raise RefusedError(
+                "your Slack email could not be looked up, so self-approval cannot be ruled out: try again"
+            ) from None
+        if email and _is_requester(email, self._requester_names(case)):
             raise RefusedError("you created this user or credential: someone else must decide")
         self._claim(event_id, clicker, action_id)
         try:
             outcome = self._decide(action_id, account, user, event_id, clicker, case)
+            if email is None:
+                outcome += " (self-approval not checked: no Slack bot token to look up the approver's email)"
         except ReleaseFailedError as exc:
             outcome = f":x: Approved by <@{clicker}>, but the release is incomplete: {safe(str(exc), 500)}"
         except ApprovalError as exc:
@@ -133,6 +141,14 @@ class SlackInteractions:
             self.store.delete(decision_pk(event_id), DECISION_SK)  # undecided: the click may be repeated
             raise
         self._replace_buttons(payload, outcome)
+
+    def _requester_names(self, case: Mapping[str, Any]) -> set[str]:
+        """What names the requester: SSO session name, IAM user name, and email-like tags of that user."""
+        names = {str(case.get(k, "")).strip().lower() for k in ("actor_session", "actor_user_name")}
+        account, user_name = str(case.get("actor_account") or case.get("account", "")), case.get("actor_user_name")
+        if user_name:
+            names |= self.approvals.user_tag_values(account, str(user_name))
+        return {n for n in names if n}
 
     def _claim(self, event_id: str, clicker: str, action_id: str) -> None:
         claim = {
@@ -243,11 +259,13 @@ def _button_value(value: Any) -> tuple[str, str, str]:
     return data["a"], data["u"], data["e"]
 
 
-def _is_requester(email: str, case: Mapping[str, Any]) -> bool:
-    """The creator's SSO session name or IAM user name is the clicker's email."""
+def _is_requester(email: str, names: set[str]) -> bool:
+    """One of the requester's names is the clicker's email, or its local part (`alice` for
+    `alice@example.com`): a false match refuses an approval someone else can give, a missed one
+    lets a requester approve themself."""
     email = email.strip().lower()
-    names = {str(case.get("actor_session", "")).lower(), str(case.get("actor_user_name", "")).lower()}
-    return email in names
+    local = email.split("@", 1)[0]
+    return any(name == email or name.split("@", 1)[0] == local for name in names if name)
 
 
 def response_url_allowed(url: str, hosts: frozenset[str]) -> bool:

@@ -92,8 +92,10 @@ def button_value(event: IamEvent) -> str:
     return value[:BUTTON_VALUE_MAX]
 
 
-def build_alert(event: IamEvent, decision: Decision, results: Sequence[ActionResult] = ()) -> dict[str, Any]:
-    """The Slack message (`text` fallback and `blocks`) for one decision."""
+def build_alert(
+    event: IamEvent, decision: Decision, results: Sequence[ActionResult] = (), *, notes: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The Slack message (`text` fallback and `blocks`) for one decision; `notes` are the guardrail's own text."""
     user = event.target_user_name or "(no user)"
     monitor = decision.mode == MONITOR
     title = _TITLES.get(decision.verdict, "IAM event")
@@ -133,6 +135,7 @@ def build_alert(event: IamEvent, decision: Decision, results: Sequence[ActionRes
         links.append(f"<{iam_user_url(event.target_user_name)}|IAM user>")
     links.append(f"event {code(event.event_id, 120)}")
     blocks.append({"type": "context", "elements": [_mrkdwn(" · ".join(links))]})
+    blocks += [{"type": "context", "elements": [_mrkdwn(clip(note, SECTION_MAX))]} for note in notes]
     if decision.quarantines and event.target_user_name and not monitor:
         blocks.append(_buttons(event))
     fallback = clip(f"{title}: {escape(user)} ({decision.severity}). {escape(decision.reason)}", FALLBACK_MAX)

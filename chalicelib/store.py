@@ -73,7 +73,8 @@ def parse_iso(text: str) -> datetime:
 
 
 def user_sk(account: str, user: str) -> str:
-    return f"{account}#{user}"
+    """IAM user names are unique without regard to case, and calls may spell them either way."""
+    return f"{account}#{user.lower()}"
 
 
 def event_pk(event_id: str) -> str:
@@ -91,6 +92,8 @@ class EventState:
     processed: bool = False
     exception: ActiveException | None = None
     user_record: Mapping[str, Any] = field(default_factory=dict)
+    #: The exception item as stored (moved with the user on a rename).
+    exception_item: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def deactivated_keys(self) -> frozenset[str]:
@@ -108,8 +111,19 @@ class Outcome:
     event: Mapping[str, Any] = field(default_factory=dict)
     user_update: Mapping[str, Any] = field(default_factory=dict)
     deactivated_keys: tuple[str, ...] = ()
+    #: Access keys the guardrail approved (never taken for the new key of a record without its id).
+    approved_keys: tuple[str, ...] = ()
     unsent_alert: Mapping[str, Any] | None = None
     alert_error: str = ""
+    #: CreateUser: the record starts afresh (a re-created name inherits nothing).
+    fresh_record: bool = False
+    #: UpdateUser: the record and exception move from this name to `user`.
+    moved_from: str = ""
+    #: The record as it was (what a move carries over), and the exception item to move.
+    previous_record: Mapping[str, Any] = field(default_factory=dict)
+    previous_exception: Mapping[str, Any] = field(default_factory=dict)
+    #: DeleteUser: the record and any exception are closed.
+    close: bool = False
 
 
 def exception_from_item(item: Mapping[str, Any]) -> ActiveException:
@@ -117,9 +131,10 @@ def exception_from_item(item: Mapping[str, Any]) -> ActiveException:
         account=item["account"],
         user_name=item["user"],
         expires_at=parse_iso(item["expires_at"]),
-        approved_by=item.get("approved_by", ""),
+        approved_by=str(item.get("approver", "")),
         reason=item.get("reason", ""),
         ticket=item.get("ticket", ""),
+        user_id=str(item.get("user_id", "")),
     )
 
 
@@ -144,6 +159,7 @@ class Store:
             processed=(event_pk(event_id), EVENT_SK) in found,
             exception=exception_from_item(exception_item) if is_active_exception(exception_item) else None,
             user_record=found.get((USER_PK, user_sk(account, user)), {}),
+            exception_item=exception_item if is_active_exception(exception_item) else {},
         )
 
     def get_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -190,14 +206,7 @@ class Store:
             self.put_op(event_item, condition="attribute_not_exists(pk)"),
             {"Put": self._audit_put(outcome.audit, now, outcome.event_id)},
         ]
-        if outcome.user_update:
-            items.append(
-                {
-                    "Update": self.user_update(
-                        outcome.account, outcome.user, outcome.user_update, add_keys=outcome.deactivated_keys
-                    )
-                }
-            )
+        items += self._user_ops(outcome, now)
         if outcome.account:  # when the account's last event arrived (silence detection reads it)
             seen = {"pk": f"SEEN#{outcome.account}", "sk": f"{iso(now)}#{outcome.event_id}", "ttl": ttl}
             items.append({"Put": {"TableName": self.table, "Item": _encode(seen)}})
@@ -205,6 +214,59 @@ class Store:
             item = self._outbox_item(outcome.event_id, outcome.unsent_alert, outcome.alert_error, now)
             items.append({"Put": {"TableName": self.table, "Item": _encode(item)}})
         return self.transact(items)
+
+    def _user_ops(self, outcome: Outcome, now: datetime) -> list[dict[str, Any]]:
+        """The writes that keep the user record and exception with the user (by id, not by name)."""
+        account, user = outcome.account, outcome.user
+        if not user:
+            return []
+        if outcome.close:
+            closed = {"status": "deleted", "closed_at": iso(now), "closed_by_event": outcome.event_id}
+            ops: list[dict[str, Any]] = [{"Update": self.user_update(account, user, closed)}]
+            if outcome.previous_exception:
+                ops.append(
+                    self.update_op(
+                        EXCEPTION_PK,
+                        user_sk(account, user),
+                        {"state": "closed", "ended_at": iso(now), "ended_by": "DeleteUser"},
+                    )
+                )
+            return ops
+        if outcome.moved_from and user_sk(account, outcome.moved_from) != user_sk(account, user):
+            old = user_sk(account, outcome.moved_from)
+            moved = {**outcome.previous_record, **outcome.user_update, "account": account, "user": user}
+            keys = sorted({*moved.get("deactivated_keys", ()), *outcome.deactivated_keys})
+            moved.update(pk=USER_PK, sk=user_sk(account, user), renamed_from=outcome.moved_from, updated_at=iso(now))
+            moved.pop("deactivated_keys", None)
+            if keys:
+                moved["deactivated_keys"] = set(keys)
+            ops = [
+                {"Put": {"TableName": self.table, "Item": _encode(moved)}},
+                {"Delete": {"TableName": self.table, "Key": _encode({"pk": USER_PK, "sk": old})}},
+            ]
+            if outcome.previous_exception:
+                exception = {**outcome.previous_exception, "user": user, "sk": user_sk(account, user)}
+                ops += [
+                    {"Put": {"TableName": self.table, "Item": _encode(exception)}},
+                    {"Delete": {"TableName": self.table, "Key": _encode({"pk": EXCEPTION_PK, "sk": old})}},
+                ]
+            return ops
+        if outcome.fresh_record:
+            fresh = {**outcome.user_update, "account": account, "user": user, "updated_at": iso(now)}
+            fresh.update(pk=USER_PK, sk=user_sk(account, user))
+            if outcome.deactivated_keys:
+                fresh["deactivated_keys"] = set(outcome.deactivated_keys)
+            return [{"Put": {"TableName": self.table, "Item": _encode(fresh)}}]
+        if outcome.user_update or outcome.approved_keys:
+            update = self.user_update(
+                account,
+                user,
+                outcome.user_update,
+                add_keys=outcome.deactivated_keys,
+                add={"approved_keys": outcome.approved_keys},
+            )
+            return [{"Update": update}]
+        return []
 
     def transact(self, items: list[dict[str, Any]]) -> bool:
         """Write atomically; False when the first item's condition failed (someone got there first)."""
@@ -313,16 +375,27 @@ class Store:
         *,
         add_keys: tuple[str, ...] = (),
         remove: tuple[str, ...] = (),
+        add: Mapping[str, tuple[str, ...]] | None = None,
+        discard: Mapping[str, tuple[str, ...]] | None = None,
     ) -> dict[str, Any]:
-        """An `Update` of the guardrail's record of a user, for `transact`."""
+        """An `Update` of the guardrail's record of a user, for `transact` (`add`: members added to string sets)."""
         values = {**values, "account": account, "user": user, "updated_at": iso(self._clock())}
         names = {f"#{k}": k for k in values}
         encoded = _encode(values, prefix=":")
         expression = "SET " + ", ".join(f"#{k} = :{k}" for k in values)
-        if add_keys:
-            names["#deactivated_keys"] = "deactivated_keys"
-            encoded[":deactivated_keys"] = {"SS": sorted(set(add_keys))}
-            expression += " ADD #deactivated_keys :deactivated_keys"
+        sets = {"deactivated_keys": add_keys, **(add or {})}
+        additions = [name for name, members in sets.items() if members]
+        for name in additions:
+            names[f"#{name}"] = name
+            encoded[f":{name}"] = {"SS": sorted(set(sets[name]))}
+        if additions:
+            expression += " ADD " + ", ".join(f"#{name} :{name}" for name in additions)
+        removals = [name for name, members in (discard or {}).items() if members]
+        for name in removals:
+            names[f"#{name}"] = name
+            encoded[f":discard_{name}"] = {"SS": sorted(set((discard or {})[name]))}
+        if removals:
+            expression += " DELETE " + ", ".join(f"#{name} :discard_{name}" for name in removals)
         if remove:
             names.update({f"#{k}": k for k in remove})
             expression += " REMOVE " + ", ".join(f"#{k}" for k in remove)

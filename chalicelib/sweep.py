@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -22,27 +23,35 @@ from typing import Any
 from chalicelib.alerts import AlertDeliveryError, Notifier
 from chalicelib.allowlist import Allowlist
 from chalicelib.approvals import Approvals
-from chalicelib.constants import ENFORCE, STATUS_APPROVED, STATUS_QUARANTINED, TAG_REASON, TAG_STATUS
+from chalicelib.constants import ACCESS_KEY, ENFORCE, STATUS_APPROVED, STATUS_QUARANTINED, TAG_REASON, TAG_STATUS
 from chalicelib.iam import DONE, GONE, ActionResult, IamActions
+from chalicelib.policy import parse_credential_ref
 from chalicelib.reconcile import (
     DEACTIVATE_EXTRA_KEYS,
+    DEACTIVATE_RECORDED,
     DELETE_LOGIN_PROFILE,
     QUARANTINE_USER,
     TAG,
+    AccountUser,
     Finding,
     account_users,
+    owned_record,
     parse_credential_report,
     reconcile,
 )
 from chalicelib.slack_message import notice, safe
 from chalicelib.store import (
+    EVENT_SK,
     EXCEPTION_PK,
     OUTBOX_PK,
     USER_PK,
     Store,
     StoreUnavailableError,
+    event_pk,
     exception_from_item,
     is_active_exception,
+    iso,
+    user_sk,
     utcnow,
 )
 
@@ -116,7 +125,10 @@ class Reconciler:
     def run(self, report: SweepReport) -> None:
         now = self._clock()
         users = account_users(self.iam.user_details(), parse_credential_report(self.iam.credential_report()))
-        records = {item["sk"]: item for item in self.store.query(USER_PK)}
+        items = list(self.store.query(USER_PK))
+        # Records follow the user id: a renamed user keeps its record, a re-created name starts afresh.
+        by_id = {item["user_id"]: item for item in items if item.get("user_id")}
+        by_name = {item["sk"]: item for item in items}
         exceptions = {
             item["sk"]: exception_from_item(item)
             for item in self.store.query(EXCEPTION_PK)
@@ -124,14 +136,16 @@ class Reconciler:
         }
         report.users += len(users)
         for user in users:
-            key = f"{user.account}#{user.name}"
+            key = user_sk(user.account, user.name)
+            record = owned_record(user, by_id.get(user.user_id) or by_name.get(key))
             verdict = reconcile(
                 user,
                 allowlist=self.allowlist,
                 policy_arn=self.iam.quarantine_policy_arn(user.account),
                 now=now,
                 exception=exceptions.get(key),
-                record=records.get(key),
+                record=record,
+                active_refs=self._recorded_still_active(user, record, report),
             )
             if not verdict.findings:
                 report.rows.append(Row(user.account, user.name, verdict.status))
@@ -148,38 +162,67 @@ class Reconciler:
                     finding.action,
                 )
                 if finding.action and self.act and not (quarantined and finding.action == QUARANTINE_USER):
-                    row.result = self._apply(user.account, finding)
+                    row.result = self._apply(user, finding)
                     quarantined = quarantined or finding.action == QUARANTINE_USER
                 elif finding.action:
                     row.result = "not done (dry run or monitor mode)"
                 report.rows.append(row)
 
-    def _apply(self, account: str, finding: Finding) -> str:
-        user = finding.user
+    def _recorded_still_active(
+        self, user: AccountUser, record: Mapping[str, Any], report: SweepReport
+    ) -> frozenset[str]:
+        """Which credentials the record lists as deactivated are active now (listed only for users
+        whose record lists some: the bulk reads carry no credential ids)."""
+        recorded = set(record.get("deactivated_keys", ()))
+        kinds = {parse_credential_ref(ref)[0] for ref in recorded}
+        if not recorded or (kinds == {ACCESS_KEY} and not user.active_keys):
+            return frozenset()
+        errors: list[str] = []
+        active = {c.ref for c in self.iam.credentials(user.name, sorted(kinds), errors=errors) if c.active}
+        report.errors += [f"{user.account}/{user.name}: {e}" for e in errors]
+        return frozenset(active & recorded)
+
+    def _apply(self, account_user: AccountUser, finding: Finding) -> str:
+        account, user = account_user.account, finding.user
         deactivated: list[str] = []
-        update: dict[str, Any] = {}
+        update: dict[str, Any] = {"user_id": account_user.user_id} if account_user.user_id else {}
+        case: dict[str, Any] | None = None
         if finding.action == QUARANTINE_USER:
             results: list[ActionResult] = []
-            for key in self.iam.active_keys(user):
-                results.append(self.iam.set_key_status(user, key, "Inactive"))
-                deactivated.append(key)
+            errors: list[str] = []
+            for credential in self.iam.credentials(user, errors=errors):
+                if credential.active:
+                    results.append(self.iam.set_credential_status(user, credential.kind, credential.id, "Inactive"))
+                    deactivated.append(credential.ref)
+            results += [ActionResult("list_credentials", user, "failed", e) for e in errors]
             results.append(self.iam.attach_quarantine(user, account))
             tags = [(TAG_STATUS, STATUS_QUARANTINED), (TAG_REASON, f"sweep: {finding.detail}")]
             results.append(self.iam.tag_user(user, tags))
-            update = {"status": STATUS_QUARANTINED, "reason": finding.detail, "tags": dict(tags)}
+            case_id = f"sweep-{uuid.uuid4().hex}"
+            update |= {"status": STATUS_QUARANTINED, "reason": finding.detail, "tags": dict(tags)}
+            update["quarantine_event_id"] = case_id
+            case = {"pk": event_pk(case_id), "sk": EVENT_SK, "account": account, "user": user, "at": iso(self._clock())}
+            case |= {"verdict": "quarantine", "actor": "sweep", "user_id": account_user.user_id}
+        elif finding.action == DEACTIVATE_RECORDED:
+            results = []
+            for ref in finding.credentials:
+                results.append(self.iam.set_credential_status(user, *parse_credential_ref(ref), "Inactive"))
+                deactivated.append(ref)
         elif finding.action == TAG:
             results = [self.iam.tag_user(user, finding.tags)]
-            update = {"status": STATUS_APPROVED, "tags": dict(finding.tags)}
+            update |= {"status": STATUS_APPROVED, "tags": dict(finding.tags)}
         elif finding.action == DEACTIVATE_EXTRA_KEYS:
             extra = self.iam.active_keys(user)[finding.keep_keys :]
             results = [self.iam.set_key_status(user, key, "Inactive") for key in extra]
-            deactivated = extra
+            deactivated = list(extra)
         elif finding.action == DELETE_LOGIN_PROFILE:
             results = [self.iam.delete_login_profile(user)]
         else:  # pragma: no cover - reconcile defines every action
             raise ValueError(finding.action)
-        done = [r for r in results if r.status in (DONE, GONE)]
         deactivated = [k for k, r in zip(deactivated, results, strict=False) if r.status == DONE]
+        if case is not None:
+            case["deactivated"] = deactivated
+        done = [r for r in results if r.status in (DONE, GONE)]
         audit = {
             "kind": f"sweep_{finding.action}",
             "account": account,
@@ -188,13 +231,14 @@ class Reconciler:
             "reason": finding.detail,
             "results": [r.describe() for r in results],
         }
+        writes = [
+            self.store.audit_op(audit),
+            {"Update": self.store.user_update(account, user, update, add_keys=tuple(deactivated))},
+        ]
+        if case is not None:  # what an approval of this quarantine gives back
+            writes.append(self.store.put_op(case))
         try:
-            self.store.transact(
-                [
-                    self.store.audit_op(audit),
-                    {"Update": self.store.user_update(account, user, update, add_keys=tuple(deactivated))},
-                ]
-            )
+            self.store.transact(writes)
         except StoreUnavailableError as exc:
             log.error("sweep could not record %s for %s: %s", finding.action, user, exc)
         return "done" if len(done) == len(results) else "; ".join(r.describe() for r in results if r not in done)

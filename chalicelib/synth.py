@@ -69,6 +69,11 @@ def root_identity(account: str) -> dict[str, Any]:
     }
 
 
+def user_id_for(account: str, user: str) -> str:
+    """The stable `AIDA...` id the synthetic CreateUser record gives `user` in `account`."""
+    return "AIDA" + uuid.uuid5(uuid.NAMESPACE_URL, account + user).hex[:17].upper()
+
+
 def cloudtrail_record(
     event_name: str,
     *,
@@ -98,7 +103,7 @@ def cloudtrail_record(
             "user": {
                 "path": path,
                 "userName": user,
-                "userId": "AIDA" + uuid.uuid5(uuid.NAMESPACE_URL, account + user).hex[:17].upper(),
+                "userId": user_id_for(account, user),
                 "arn": f"arn:aws:iam::{account}:user{path}{user}",
                 "createDate": "Nov 29, 2026 9:00:00 AM",
                 **({"tags": tag_list} if tag_list else {}),

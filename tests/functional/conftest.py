@@ -45,6 +45,18 @@ class _Raw:
         yield self._body
 
 
+#: moto 5 does not implement service-specific credentials; the harness answers the one read the
+#: guardrail makes with IAM's reply for a user that has none (the decision and the update call are
+#: tested on the pure layer). Every other call reaches moto.
+_MOTO_GAPS = {
+    "ListServiceSpecificCredentials": (
+        '<ListServiceSpecificCredentialsResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/">'
+        "<ListServiceSpecificCredentialsResult><ServiceSpecificCredentials/></ListServiceSpecificCredentialsResult>"
+        "<ResponseMetadata><RequestId>t</RequestId></ResponseMetadata></ListServiceSpecificCredentialsResponse>"
+    )
+}
+
+
 def _error_response(url: str, code: str, message: str) -> AWSResponse:
     """What an AWS query-protocol service answers on error (IAM, STS)."""
     xml = (
@@ -104,6 +116,9 @@ class Aws:
         for action, code in self.refuse.items():
             if f"Action={action}&" in body + "&":
                 return _error_response(request.url, code, f"refused by the test: {code}")
+        for action, xml in _MOTO_GAPS.items():
+            if f"Action={action}&" in body + "&":
+                return AWSResponse(request.url, 200, {}, _Raw(xml.encode()))
         return None
 
     @property

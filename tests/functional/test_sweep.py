@@ -52,6 +52,7 @@ def existing_account(aws: Aws) -> dict[str, str]:
             "sk": {"S": f"{ACCOUNT}#contractor"},
             "account": {"S": ACCOUNT},
             "user": {"S": "contractor"},
+            "user_id": {"S": iam.get_user(UserName="contractor")["User"]["UserId"]},
             "state": {"S": "active"},
             "expires_at": {"S": (datetime.now(UTC) + timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")},
         },
@@ -168,7 +169,11 @@ def test_sweep_call_count_is_bulk(aws: Aws) -> None:
     assert reads == {"iam.GetAccountAuthorizationDetails": 1, "iam.GetCredentialReport": 1, "dynamodb.Query": 2}
     writes = {k: v for k, v in aws.calls.items() if k not in reads and "CredentialReport" not in k}
     assert writes == {
+        # a quarantine deactivates every kind of credential the user holds: one list call per kind
         "iam.ListAccessKeys": 1,
+        "iam.ListSSHPublicKeys": 1,
+        "iam.ListServiceSpecificCredentials": 1,
+        "iam.ListSigningCertificates": 1,
         "iam.AttachUserPolicy": 1,
         "iam.TagUser": 1,
         "dynamodb.TransactWriteItems": 1,

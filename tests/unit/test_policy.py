@@ -22,7 +22,7 @@ from chalicelib.policy import (
     decide,
     facts_needed,
 )
-from chalicelib.synth import role_identity, user_identity
+from chalicelib.synth import role_identity, user_id_for, user_identity
 from tests.helpers import (
     ACCOUNT,
     DEVELOPER,
@@ -39,7 +39,12 @@ from tests.helpers import (
 )
 
 OWN_ROLES = GlobSet(["arn:aws:iam::*:role/iam-user-guardrail-dev-on_iam_event"])
-EXCEPTION = ActiveException(ACCOUNT, "contractor", EVENT_TIME + timedelta(days=7), "U0SECLEAD", "pilot")
+CONTRACTOR_ID = user_id_for(ACCOUNT, "contractor")
+EXCEPTION = ActiveException(
+    ACCOUNT, "contractor", EVENT_TIME + timedelta(days=7), "U0SECLEAD", "pilot", user_id=CONTRACTOR_ID
+)
+#: IAM's answer for the user the exception was granted to (credential events carry no user id).
+SAME_USER = UserFacts(user_id=CONTRACTOR_ID)
 KEY = "AKIAEXAMPLENEWKEY001"
 
 
@@ -174,7 +179,7 @@ CASES = [
         steps=(DEACTIVATE_KEY,),
         severity=CRITICAL,
         facts=UserFacts(path="/integrations/", active_key_ids=(KEY,)),
-        reason="not in the created_by of 'datadog': only the key is deactivated",
+        reason="not in the created_by of 'datadog': only the access key is deactivated",
     ),
     Case(
         "key-backdoor",
@@ -206,12 +211,46 @@ CASES = [
         "key-exception",
         "CreateAccessKey",
         "contractor",
-        DEVELOPER,
         verdict=APPROVE,
         steps=(),
         severity=INFO,
         exception=EXCEPTION,
+        facts=SAME_USER,
         notify=True,
+    ),
+    Case(
+        "key-exception-self",
+        "CreateAccessKey",
+        "contractor",
+        user_identity(ACCOUNT, "contractor"),
+        verdict=APPROVE,
+        steps=(),
+        severity=INFO,
+        exception=EXCEPTION,
+        facts=SAME_USER,
+        notify=True,
+    ),
+    Case(
+        "key-exception-by-someone-else",
+        "CreateAccessKey",
+        "contractor",
+        DEVELOPER,
+        verdict=ALERT,
+        steps=(DEACTIVATE_KEY,),
+        severity=CRITICAL,
+        exception=EXCEPTION,
+        facts=SAME_USER,
+        reason="does not cover it",
+    ),
+    Case(
+        "key-exception-of-a-deleted-user",
+        "CreateAccessKey",
+        "contractor",
+        verdict=QUARANTINE,
+        steps=(DEACTIVATE_KEY, ATTACH_QUARANTINE, TAG_USER),
+        severity=HIGH,
+        exception=EXCEPTION,
+        facts=UserFacts(user_id="AIDANEWUSERSAMENAME01"),
     ),
     Case(
         "key-error",
@@ -259,17 +298,30 @@ CASES = [
         "bob",
         MALLORY,
         severity=CRITICAL,
-        reason="a console password was set by",
+        reason="console password was made by",
     ),
     Case(
         "login-exception",
         "CreateLoginProfile",
         "contractor",
-        DEVELOPER,
+        user_identity(ACCOUNT, "contractor"),
         verdict=APPROVE,
         steps=(),
         severity=INFO,
         exception=EXCEPTION,
+        facts=SAME_USER,
+        notify=True,
+    ),
+    Case(
+        "login-exception-by-someone-else",
+        "UpdateLoginProfile",
+        "contractor",
+        DEVELOPER,
+        verdict=ALERT,
+        steps=(DELETE_LOGIN_PROFILE,),
+        severity=CRITICAL,
+        exception=EXCEPTION,
+        facts=SAME_USER,
     ),
 ]
 
@@ -373,6 +425,8 @@ REAL_EXPECTATIONS = [
     ("stratus__CreateUser__iamuser-sdk-with-tags.json", QUARANTINE, HIGH),
     ("stratus__CreateAccessKey__iamuser-for-other-user-backdoor.json", QUARANTINE, CRITICAL),
     ("stratus__CreateLoginProfile__iamuser-for-other-user.json", QUARANTINE, CRITICAL),
+    # a password changed for another user is a credential made for them (issue 9: UpdateLoginProfile)
+    ("stratus__UpdateLoginProfile__iamuser-for-other-user.json", QUARANTINE, CRITICAL),
     ("invictus__CreateUser__terraform-with-tags-and-path.json", QUARANTINE, HIGH),
     ("invictus__CreateLoginProfile__terraform-for-other-user.json", QUARANTINE, CRITICAL),
     ("awsdocs__CreateUser__cli-alice-creates-bob-eventVersion1.0.json", QUARANTINE, HIGH),

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from chalicelib.policy import ActiveException
 from chalicelib.reconcile import (
     DEACTIVATE_EXTRA_KEYS,
+    DEACTIVATE_RECORDED,
     DELETE_LOGIN_PROFILE,
     QUARANTINE_USER,
     TAG,
@@ -85,9 +86,38 @@ def test_expired_integration_is_unapproved() -> None:
 
 
 def test_exception_holder_only_gets_hygiene() -> None:
-    active = ActiveException(ACCOUNT, "contractor", NOW + timedelta(days=3))
-    verdict = run(user("contractor", keys=(key(1, 200, 1),)), exception=active)
+    active = ActiveException(ACCOUNT, "contractor", NOW + timedelta(days=3), user_id="AIDACONTRACTOR")
+    verdict = run(user("contractor", keys=(key(1, 200, 1),), user_id="AIDACONTRACTOR"), exception=active)
     assert verdict.status == "exception" and kinds(verdict) == [("old_key", "")]
+
+
+def test_an_exception_does_not_pass_to_a_user_created_again_under_that_name() -> None:
+    active = ActiveException(ACCOUNT, "contractor", NOW + timedelta(days=3), user_id="AIDACONTRACTOR")
+    verdict = run(user("contractor", user_id="AIDASOMEONEELSE"), exception=active)
+    assert kinds(verdict) == [("unapproved", QUARANTINE_USER)]
+
+
+def test_a_quarantined_record_is_honoured_whatever_the_name_now_matches() -> None:
+    # quarantined because its creator was not in created_by; name and path fit the integration
+    record = {"status": "quarantined", "user_id": "AIDADD"}
+    verdict = run(user("svc-datadog", "/integrations/", user_id="AIDADD"), record=record)
+    assert kinds(verdict) == [("quarantine_removed", QUARANTINE_USER)]
+    kept = run(user("svc-datadog", "/integrations/", user_id="AIDADD", policy_arns=frozenset({POLICY})), record=record)
+    assert kept.status == "quarantined" and kept.findings == ()
+
+
+def test_a_record_of_another_user_of_that_name_is_ignored() -> None:
+    record = {"status": "quarantined", "user_id": "AIDAOLD"}
+    verdict = run(user("svc-datadog", "/integrations/", user_id="AIDANEW"), record=record)
+    assert verdict.status == "approved"
+
+
+def test_credentials_the_record_lists_as_deactivated_are_deactivated_again() -> None:
+    record = {"status": "approved", "user_id": "AIDADD", "deactivated_keys": ["AKIABACKDOOR", "ssh_public_key:APKA1"]}
+    u = user("svc-datadog", "/integrations/", tags=APPROVED_TAGS, user_id="AIDADD")
+    verdict = run(u, record=record, active_refs=frozenset({"AKIABACKDOOR"}))
+    assert kinds(verdict) == [("credential_reactivated", DEACTIVATE_RECORDED)]
+    assert verdict.findings[0].credentials == ("AKIABACKDOOR",) and verdict.findings[0].severity == "critical"
 
 
 def test_console_without_mfa_alerts_then_quarantines_after_grace() -> None:

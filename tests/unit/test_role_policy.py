@@ -65,6 +65,12 @@ def actions_used() -> set[str]:
             names = re.findall(escaped + r"\.(\w+)", source)
             names += re.findall(escaped + r'\.get_paginator\("(\w+)"\)', source)
             used.update(f"{service}:{mapping[name]}" for name in names if name in mapping)
+    # The credential table names its calls as data (one rule for every credential kind).
+    from chalicelib.iam import CREDENTIAL_APIS
+
+    mapping = operations("iam")
+    for api in CREDENTIAL_APIS.values():
+        used.update(f"iam:{mapping[name]}" for name in (api.list_call, api.update_call))
     expanded = set()
     for action in used:
         expanded.update(EXPANDS.get(action, [action]))

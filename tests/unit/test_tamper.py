@@ -10,16 +10,32 @@ import pytest
 from chalicelib.allowlist import GlobSet
 from chalicelib.constants import ALERT, CRITICAL, IGNORE
 from chalicelib.events import parse_event
-from chalicelib.policy import ATTACH_QUARANTINE, DEACTIVATE_KEY, TAG_USER, UNTAG_USER, ActiveException, decide
+from chalicelib.policy import (
+    ATTACH_QUARANTINE,
+    DEACTIVATE_KEY,
+    TAG_USER,
+    UNTAG_USER,
+    ActiveException,
+    UserFacts,
+    decide,
+)
 from chalicelib.synth import cloudtrail_record
 from tests.helpers import ACCOUNT, EVENT_TIME, GUARDRAIL_ROLE, MALLORY, REAL_FIXTURES, allowlist, real_fixture
 
 OWN = GlobSet(["arn:aws:iam::*:role/iam-user-guardrail-dev-on_iam_event"])
 POLICY_ARN = f"arn:aws:iam::{ACCOUNT}:policy/iam-user-guardrail-quarantine"
 KEY = "AKIAGUARDRAILOFF0001"
+SSH_KEY = "APKAGUARDRAILOFF0001"
+CERT = "GUARDRAILCERT00000000000000001"
+SERVICE_CREDENTIAL = "ACCAGUARDRAILOFF0001"
 RECORD = {
     "status": "quarantined",
-    "deactivated_keys": [KEY],
+    "deactivated_keys": [
+        KEY,
+        f"ssh_public_key:{SSH_KEY}",
+        f"signing_certificate:{CERT}",
+        f"service_specific_credential:{SERVICE_CREDENTIAL}",
+    ],
     "tags": {"guardrail:status": "quarantined", "guardrail:reason": "no integration"},
 }
 
@@ -50,6 +66,51 @@ CASES = [
         (),
     ),
     ("deactivate", tamper("UpdateAccessKey", {"accessKeyId": KEY, "status": "Inactive"}), IGNORE, (), ()),
+    (
+        "reactivate-ssh-key",
+        tamper("UpdateSSHPublicKey", {"sSHPublicKeyId": SSH_KEY, "status": "Active"}),
+        ALERT,
+        (DEACTIVATE_KEY,),
+        (),
+    ),
+    (
+        "reactivate-certificate",
+        tamper("UpdateSigningCertificate", {"certificateId": CERT, "status": "Active"}),
+        ALERT,
+        (DEACTIVATE_KEY,),
+        (),
+    ),
+    (
+        "reactivate-service-credential",
+        tamper(
+            "UpdateServiceSpecificCredential",
+            {"serviceSpecificCredentialId": SERVICE_CREDENTIAL, "status": "Active"},
+        ),
+        ALERT,
+        (DEACTIVATE_KEY,),
+        (),
+    ),
+    (
+        "reactivate-other-ssh-key",
+        tamper("UpdateSSHPublicKey", {"sSHPublicKeyId": "APKAOTHER", "status": "Active"}),
+        IGNORE,
+        (),
+        (),
+    ),
+    (
+        "tag-status-case-variant",
+        tamper("TagUser", {"tags": [{"key": "guardrail:Status", "value": "approved"}]}),
+        ALERT,
+        (TAG_USER,),
+        (),
+    ),
+    (
+        "untag-status-case-variant",
+        tamper("UntagUser", {"tagKeys": ["GUARDRAIL:STATUS"]}),
+        ALERT,
+        (TAG_USER,),
+        (),
+    ),
     (
         "tag-status",
         tamper("TagUser", {"tags": [{"key": "guardrail:status", "value": "approved"}]}),
@@ -88,10 +149,36 @@ def test_restored_tags_are_the_guardrails_own_values() -> None:
     assert decision.tags == (("guardrail:status", "quarantined"),)
 
 
-def test_nothing_is_reverted_during_an_active_exception() -> None:
-    active = ActiveException(ACCOUNT, "bob", EVENT_TIME + timedelta(days=1), "U0SECLEAD")
-    for _, raw, *_ in CASES:
-        assert decide(parse_event(raw), allowlist(), own_roles=OWN, record=RECORD, exception=active).verdict == IGNORE
+BOB_ID = "AIDABOBBOBBOBBOB0001"
+EXCEPTION = ActiveException(ACCOUNT, "bob", EVENT_TIME + timedelta(days=1), "U0SECLEAD", user_id=BOB_ID)
+
+
+@pytest.mark.parametrize(("name", "raw", "verdict", "steps", "untag"), CASES, ids=[c[0] for c in CASES])
+def test_during_an_exception_only_still_deactivated_credentials_are_guarded(
+    name: str, raw: dict, verdict: str, steps: tuple, untag: tuple
+) -> None:
+    event = parse_event(raw)
+    decision = decide(
+        event, allowlist(), own_roles=OWN, record=RECORD, exception=EXCEPTION, facts=UserFacts(user_id=BOB_ID)
+    )
+    # Approval gives back only what the approved alert deactivated (and removes it from the record):
+    # a credential still listed there stays deactivated during the exception.
+    expected = verdict if name.startswith("reactivate") else IGNORE
+    assert decision.verdict == expected, decision.reason
+
+
+def test_an_exception_of_a_deleted_user_does_not_cover_a_new_user_of_that_name() -> None:
+    raw = tamper("DetachUserPolicy", {"policyArn": POLICY_ARN})
+    other = UserFacts(user_id="AIDAANOTHERBOB000001")
+    decision = decide(parse_event(raw), allowlist(), own_roles=OWN, record=RECORD, exception=EXCEPTION, facts=other)
+    assert decision.verdict == ALERT and decision.steps == (ATTACH_QUARANTINE,)
+
+
+def test_a_case_variant_key_the_role_cannot_remove_is_named_for_a_human() -> None:
+    raw = tamper("TagUser", {"tags": [{"key": "GuardRail:integration", "value": "datadog"}]})
+    decision = decide(parse_event(raw), allowlist(), own_roles=OWN, record=RECORD)
+    assert decision.verdict == ALERT and decision.untag_keys == ()
+    assert "GuardRail:integration" in decision.reason and "remove it by hand" in decision.reason
 
 
 @pytest.mark.skipif(not REAL_FIXTURES.is_dir(), reason="../shared/fixtures absent")
