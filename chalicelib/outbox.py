@@ -34,9 +34,11 @@ BURST_PK: Final = "BURST"
 ROLLUP_PK: Final = "ROLLUP"
 PACE_SECONDS: Final = 1.0
 #: A flush stops sending after this many messages, well inside the function's 60 s timeout.
-MAX_SENDS: Final = 40
+MAX_SENDS: Final = 30
 #: Users listed per roll-up section (Slack: 3,000 characters a section, 50 blocks a message).
 LINES_PER_SECTION: Final = 25
+#: Users per roll-up message (20 sections); a larger window is split over several messages.
+USERS_PER_ROLLUP: Final = 500
 
 
 def window_start(moment: datetime) -> datetime:
@@ -47,9 +49,11 @@ def window_start(moment: datetime) -> datetime:
 class BurstGate:
     """Decides whether an alert goes out now or into its creator's roll-up."""
 
-    def __init__(self, store: Store, *, clock: Callable[[], datetime] = utcnow, limit: int = BURST_LIMIT) -> None:
+    def __init__(
+        self, store: Store, dynamodb: Any, *, clock: Callable[[], datetime] = utcnow, limit: int = BURST_LIMIT
+    ) -> None:
         self.store = store
-        self._ddb = store._ddb
+        self._ddb = dynamodb
         self._clock = clock
         self.limit = limit
 
@@ -160,14 +164,16 @@ class Flusher:
         for item in self.store.query(ROLLUP_PK):
             groups.setdefault((item["window"], item["creator"]), []).append(item)
         stopped = False
-        for (window, creator), items in sorted(groups.items()):
-            if stopped or not self._send(rollup_message(window, creator, items), report):
-                stopped = True
-                report.left += len(items)
-                continue
-            report.rollups += 1
-            report.rolled_up_users += len(items)
-            self._delete(ROLLUP_PK, [i["sk"] for i in items], report)
+        for (window, creator), group in sorted(groups.items()):
+            for start in range(0, len(group), USERS_PER_ROLLUP):
+                items = group[start : start + USERS_PER_ROLLUP]
+                if stopped or not self._send(rollup_message(window, creator, items), report):
+                    stopped = True
+                    report.left += len(items)
+                    continue
+                report.rollups += 1
+                report.rolled_up_users += len(items)
+                self._delete(ROLLUP_PK, [i["sk"] for i in items], report)
         for queued in list(self.store.query(OUTBOX_PK)):
             if stopped:
                 report.left += 1

@@ -304,7 +304,7 @@ class Runtime:
     def burst_gate(self) -> BurstGate:
         from chalicelib.outbox import BurstGate
 
-        return BurstGate(self.store)
+        return BurstGate(self.store, self.client("dynamodb"))
 
     def flush_alerts(self) -> FlushReport:
         from chalicelib.outbox import Flusher

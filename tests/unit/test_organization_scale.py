@@ -9,7 +9,7 @@ import pytest
 
 from chalicelib.fanout import SweepMessageError, handle_messages, parse_sweep_message, sweep_message
 from chalicelib.organization import DiscoveryError, plan_accounts
-from chalicelib.outbox import rollup_message, window_start
+from chalicelib.outbox import USERS_PER_ROLLUP, rollup_message, window_start
 from chalicelib.settings import Settings, SettingsError
 from chalicelib.silence import HEARTBEAT_MISSING, SilenceCheck, guardrail_rule, pipeline_event
 
@@ -173,6 +173,12 @@ def test_rollup_of_two_hundred_users_fits_slack_limits() -> None:
     sections = [b["text"]["text"] for b in message["blocks"] if b["type"] == "section"]
     assert all(len(s) <= 3000 for s in sections) and len(message["blocks"]) <= 50
     assert all(f"u-{i:03d}" in json.dumps(message) for i in range(200))
+
+
+def test_a_huge_window_is_split_so_no_user_is_cut_off() -> None:
+    items = [{"user": f"u-{i:04d}", "account": HOME, "verdict": "quarantine"} for i in range(USERS_PER_ROLLUP)]
+    message = rollup_message("2026-11-29T09:10:00.000000Z", "creator", items)
+    assert len(message["blocks"]) < 50 and f"u-{USERS_PER_ROLLUP - 1:04d}" in json.dumps(message["blocks"])
 
 
 def test_windows_are_ten_minutes() -> None:
