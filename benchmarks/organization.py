@@ -78,7 +78,8 @@ def org_sweep(sizes: OrgSizes, fresh: Callable[[], Any]) -> list[dict[str, Any]]
             runtime.reset()
             rt = runtime.get()
             counter: Counter[str] = Counter()
-            rt._session.events.register("before-call", lambda model, _c=counter, **_: _c.update([model.name]))
+            for session in (rt._session, rt.member_session):
+                session.events.register("before-call", lambda model, _c=counter, **_: _c.update([model.name]))
             plan = rt.sweep_plan()
             start = time.perf_counter()
             report = sweep_accounts(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from chalicelib.arns import PatternSet, PrincipalGlobs, glob_problem
 from chalicelib.constants import DEFAULT_MAX_ACCESS_KEYS, ENFORCE, MODES
 
 SUPPORTED_VERSIONS = frozenset({1})
@@ -28,7 +29,6 @@ _ACCOUNT_RE = re.compile(r"^\d{12}$")
 _SLACK_USER_RE = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _USER_GLOB_RE = re.compile(r"^[\w+=,.@*?\[\]!-]{1,64}$")
-_PRINCIPAL_GLOB_RE = re.compile(r"^arn:(aws|aws-us-gov|aws-cn|\*):iam::(\d{12}|\*):(role|user)/\S+$")
 _PATH_RE = re.compile(r"^/([\x21-\x7e]*/)?$")
 
 _TOP_KEYS = {
@@ -72,24 +72,15 @@ class AllowlistError(ValueError):
         super().__init__(f"invalid allowlist {source}: {len(problems)} problem(s)\n{listing}")
 
 
-class GlobSet:
-    """A set of fnmatch globs compiled into one case-sensitive regular expression."""
+class GlobSet(PatternSet):
+    """User-name globs (`*`, `?`, `[...]`), case-sensitive.
 
-    __slots__ = ("_regex", "patterns")
+    Only for IAM user names, which cannot contain `:` or `/`; principal ARNs are matched segment by
+    segment by `arns.PrincipalGlobs`.
+    """
 
-    def __init__(self, patterns: Iterable[str]) -> None:
-        self.patterns = tuple(patterns)
-        joined = "|".join(f"(?:{fnmatch.translate(p)})" for p in self.patterns)
-        self._regex = re.compile(joined) if self.patterns else None
-
-    def matches(self, value: str) -> bool:
-        return bool(value) and self._regex is not None and self._regex.match(value) is not None
-
-    def __bool__(self) -> bool:
-        return bool(self.patterns)
-
-    def __repr__(self) -> str:
-        return f"GlobSet({list(self.patterns)!r})"
+    __slots__ = ()
+    translate = staticmethod(fnmatch.translate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +91,7 @@ class Integration:
     owner: str
     purpose: str
     users: GlobSet
-    created_by: GlobSet
+    created_by: PrincipalGlobs
     any_creator: bool = False
     accounts: frozenset[str] = frozenset()
     path: str = ""
@@ -124,7 +115,7 @@ class Integration:
 @dataclass(frozen=True, slots=True)
 class Approvers:
     slack_user_ids: frozenset[str]
-    iam_principals: GlobSet
+    iam_principals: PrincipalGlobs
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +124,7 @@ class Allowlist:
     mode: str
     exception_max_days: int
     approvers: Approvers
-    provisioners: GlobSet
+    provisioners: PrincipalGlobs
     integrations: tuple[Integration, ...]
     source: str = "<memory>"
     mfa_grace_days: int = 7
@@ -178,7 +169,7 @@ def validate_allowlist(data: Any, *, source: str = "<memory>") -> Allowlist:
         v.problem(f"mode: must be one of {sorted(MODES)}, got {mode!r}")
     max_days = v.integer(data, "exception_max_days", "top level", default=30, low=1, high=MAX_EXCEPTION_DAYS)
     approvers = _approvers(v, data.get("approvers"))
-    provisioners = GlobSet(v.principal_globs(data, "provisioners", "top level"))
+    provisioners = PrincipalGlobs(v.principal_globs(data, "provisioners", "top level"))
     integrations = _integrations(v, data.get("integrations"), provisioners)
     hygiene = {
         key: v.integer(data, key, "top level", default=default, low=0, high=3650)
@@ -209,10 +200,10 @@ def _approvers(v: _Validator, raw: Any) -> Approvers:
     for slack_id in ids:
         if not _SLACK_USER_RE.match(slack_id):
             v.problem(f"approvers.slack_user_ids: {slack_id!r} is not a Slack user id (U... or W...)")
-    return Approvers(frozenset(ids), GlobSet(v.principal_globs(raw, "iam_principals", "approvers")))
+    return Approvers(frozenset(ids), PrincipalGlobs(v.principal_globs(raw, "iam_principals", "approvers")))
 
 
-def _integrations(v: _Validator, raw: Any, provisioners: GlobSet) -> tuple[Integration, ...]:
+def _integrations(v: _Validator, raw: Any, provisioners: PrincipalGlobs) -> tuple[Integration, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
@@ -238,7 +229,9 @@ def _integrations(v: _Validator, raw: Any, provisioners: GlobSet) -> tuple[Integ
     return tuple(result)
 
 
-def _integration(v: _Validator, entry: Mapping[str, Any], label: str, provisioners: GlobSet) -> Integration | None:
+def _integration(
+    v: _Validator, entry: Mapping[str, Any], label: str, provisioners: PrincipalGlobs
+) -> Integration | None:
     v.unknown_keys(entry, _INTEGRATION_KEYS, label)
     for key in _REQUIRED_INTEGRATION_KEYS:
         if key not in entry:
@@ -274,8 +267,8 @@ def _integration(v: _Validator, entry: Mapping[str, Any], label: str, provisione
         owner=v.text(entry, "owner", label),
         purpose=v.text(entry, "purpose", label),
         users=GlobSet(users),
-        created_by=provisioners if created_by is None else GlobSet(created_by),
-        any_creator=created_by == [],
+        created_by=provisioners if created_by is None else PrincipalGlobs(created_by),
+        any_creator=entry.get("created_by") == [],
         accounts=frozenset(accounts),
         path=path,
         max_access_keys=v.integer(entry, "max_access_keys", label, default=DEFAULT_MAX_ACCESS_KEYS, low=0, high=2),
@@ -339,14 +332,15 @@ class _Validator:
         return result
 
     def principal_globs(self, obj: Mapping[str, Any], key: str, label: str) -> list[str]:
-        globs = self.strings(obj, key, label)
-        for glob in globs:
-            if not _PRINCIPAL_GLOB_RE.match(glob) or not _brackets_balanced(glob):
-                self.problem(
-                    f"{label}.{key}: {glob!r} is not an IAM role or user ARN glob "
-                    "(arn:aws:iam::<account or *>:role/<name>)"
-                )
-        return globs
+        """The valid principal globs under `key`; each invalid one is a problem naming entry and field."""
+        valid = []
+        for glob in self.strings(obj, key, label):
+            problem = glob_problem(glob)
+            if problem:
+                self.problem(f"{label}.{key}: {glob!r} is not an IAM role or user ARN glob: {problem}")
+            else:
+                valid.append(glob)
+        return valid
 
     def integer(self, obj: Mapping[str, Any], key: str, label: str, *, default: int, low: int, high: int) -> int:
         value = obj.get(key, default)

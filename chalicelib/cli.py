@@ -148,7 +148,7 @@ def print_table(report: Any) -> None:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from chalicelib.allowlist import GlobSet
+    from chalicelib.identity import OwnIdentity
     from chalicelib.replay import Replayer, format_table
     from chalicelib.settings import Settings
 
@@ -163,7 +163,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             live = lambda user, path, keys: iam.user_facts(user, path=path, keys=keys)  # noqa: E731
         replayer = Replayer(
             allowlist,
-            own_roles=GlobSet(settings.own_roles),
+            own_roles=OwnIdentity.from_settings(settings),
             since=_moment(args.since),
             until=_moment(args.until),
             live_facts=live,

@@ -100,6 +100,9 @@ STATUS_DELETED: Final = "deleted"
 DEFAULT_QUARANTINE_POLICY_NAME: Final = "iam-user-guardrail-quarantine"
 DEFAULT_TABLE_NAME: Final = "iam-user-guardrail"
 DEFAULT_MAX_ACCESS_KEYS: Final = 1
+DEFAULT_REMEDIATION_ROLE: Final = "GuardrailRemediationRole"
+#: The RoleSessionName the guardrail uses when it assumes a member account's remediation role.
+REMEDIATION_SESSION_NAME: Final = "iam-user-guardrail"
 #: How long a processed event id is remembered (DynamoDB TTL).
 EVENT_RECORD_TTL_DAYS: Final = 90
 

@@ -74,6 +74,8 @@ class Actor:
     session_issuer_arn: str = ""
     session_name: str = ""
     invoked_by: str = ""
+    #: The role's unique id (`AROA...`, `sessionIssuer.principalId`): a re-created role has a new one.
+    role_id: str = ""
 
     @property
     def principal_arn(self) -> str:
@@ -245,6 +247,7 @@ def _parse_actor(identity: Any) -> Actor:
         session_issuer_arn=_opt_str(issuer, "arn", "sessionIssuer"),
         session_name=session_name,
         invoked_by=_opt_str(identity, "invokedBy", "userIdentity"),
+        role_id=_opt_str(issuer, "principalId", "sessionIssuer"),
     )
 
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.alerts import AlertDeliveryError, Notifier
-from chalicelib.allowlist import Allowlist, GlobSet
+from chalicelib.allowlist import Allowlist
 from chalicelib.constants import (
     ACCESS_KEY,
     APPROVE,
@@ -45,6 +45,7 @@ from chalicelib.iam import (
     IamActions,
     sanitise_tag_value,
 )
+from chalicelib.identity import OwnIdentity
 from chalicelib.policy import (
     ATTACH_QUARANTINE,
     DEACTIVATE_CREDENTIAL,
@@ -64,6 +65,13 @@ if TYPE_CHECKING:
     from chalicelib.outbox import BurstGate
 
 log = logging.getLogger(__name__)
+
+
+def _canonical_name(name: str, record: Mapping[str, Any]) -> str:
+    """The user's name as the guardrail recorded it: IAM names match without regard to case, so an
+    event may spell it otherwise (`BOB` for `bob`)."""
+    recorded = str(record.get("user", ""))
+    return recorded if recorded and recorded.lower() == name.lower() else name
 
 
 def _aware(moment: datetime) -> datetime:
@@ -149,7 +157,7 @@ class Guardrail:
         iam_for: Callable[[str], IamActions],
         store: Store,
         notifier: Notifier,
-        own_roles: GlobSet,
+        own_roles: OwnIdentity,
         policy_name: str = DEFAULT_QUARANTINE_POLICY_NAME,
         mode: str | None = None,
         burst: BurstGate | None = None,
@@ -267,7 +275,7 @@ class Guardrail:
     def _act(
         self, iam: IamActions, event: IamEvent, decision: Decision, record: Mapping[str, Any]
     ) -> list[ActionResult]:
-        user = event.target_user_name
+        user = _canonical_name(event.target_user_name, record)
         results: list[ActionResult] = []
         for step in decision.steps:
             if step == DEACTIVATE_CREDENTIAL:
@@ -296,7 +304,7 @@ class Guardrail:
         """Deactivate the credential the event made. Where the record does not name it (CloudTrail
         left out responseElements), the user's active credentials of that kind created at or after
         the event are the new ones; if none can be found, say so rather than claim it was done."""
-        user, kind = event.target_user_name, event.credential_kind
+        user, kind = _canonical_name(event.target_user_name, record), event.credential_kind
         if event.credential_id:
             return [iam.set_credential_status(user, kind, event.credential_id, "Inactive")]
         try:

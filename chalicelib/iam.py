@@ -261,6 +261,11 @@ class IamActions:
             log.warning("could not read IAM facts for %s: %s", user, error_code(exc))
         return UserFacts(path=found_path, active_key_ids=key_ids, user_id=found_id)
 
+    def role(self, role_name: str) -> tuple[str, str]:
+        """A role's ARN (with its path) and id; raises botocore's error when it cannot be read."""
+        role = self._iam.get_role(RoleName=role_name)["Role"]
+        return str(role["Arn"]), str(role.get("RoleId", ""))
+
     def active_keys(self, user: str) -> list[str]:
         """Active key ids of `user`, oldest first."""
         pages = self._iam.get_paginator("list_access_keys").paginate(UserName=user)

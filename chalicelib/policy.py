@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any, Final
 
-from chalicelib.allowlist import Allowlist, GlobSet, Integration
+from chalicelib.allowlist import Allowlist, Integration
 from chalicelib.constants import (
     ACCESS_KEY,
     ALERT,
@@ -52,6 +52,7 @@ from chalicelib.constants import (
     TAMPER_EVENTS,
 )
 from chalicelib.events import IamEvent
+from chalicelib.identity import OwnIdentity
 
 # Steps the actions layer carries out, in this order.
 DEACTIVATE_CREDENTIAL: Final = "deactivate_credential"
@@ -283,7 +284,7 @@ def decide(
     event: IamEvent,
     allowlist: Allowlist,
     *,
-    own_roles: GlobSet,
+    own_roles: OwnIdentity,
     exception: ActiveException | None = None,
     facts: UserFacts | None = None,
     mode: str | None = None,
@@ -359,7 +360,7 @@ CREATION_EVENT_NAMES: Final = frozenset({CREATE_USER, *CREDENTIAL_EVENTS})
 
 def _tamper(
     event: IamEvent,
-    own_roles: GlobSet,
+    own_roles: OwnIdentity,
     active: ActiveException | None,
     record: Mapping[str, Any],
     quarantine_policy: str,
@@ -368,7 +369,7 @@ def _tamper(
     name, user = event.event_name, event.target_user_name
     if event.error_code:
         return Decision(IGNORE, f"{name} failed with {event.error_code}; nothing changed", rule="failed_call")
-    if own_roles.matches(event.actor.principal_arn):
+    if own_roles.is_own(event.actor, event.account):
         return Decision(IGNORE, f"{name} was made by the guardrail's own role", rule="own_role")
     if not user or not event.account_is_valid:
         return Decision(IGNORE, f"{name} names no user in a valid account", rule="no_target_user")

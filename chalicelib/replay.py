@@ -19,9 +19,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from chalicelib.allowlist import Allowlist, GlobSet
+from chalicelib.allowlist import Allowlist
 from chalicelib.constants import ALERT, CREATE_ACCESS_KEY, CREATE_USER, IAM_EVENT_SOURCE, QUARANTINE
 from chalicelib.events import MalformedEventError, parse_record
+from chalicelib.identity import OwnIdentity
 from chalicelib.policy import Decision, UserFacts, decide, facts_needed
 
 LOG_SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
@@ -80,13 +81,13 @@ class Replayer:
         self,
         allowlist: Allowlist,
         *,
-        own_roles: GlobSet | None = None,
+        own_roles: OwnIdentity | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         live_facts: Callable[[str, bool, bool], UserFacts | None] | None = None,
     ) -> None:
         self.allowlist = allowlist
-        self.own_roles = own_roles or GlobSet([])
+        self.own_roles = own_roles or OwnIdentity.pinned(home_account="")
         self.since, self.until = since, until
         self.live_facts = live_facts
         self.summary = ReplaySummary()

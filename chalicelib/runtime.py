@@ -20,9 +20,12 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.alerts import AlertDeliveryError, Notifier, NullNotifier
-from chalicelib.allowlist import Allowlist, GlobSet, load_allowlist
+from chalicelib.allowlist import Allowlist, load_allowlist
+from chalicelib.arns import parse_assumed_role_arn
+from chalicelib.constants import REMEDIATION_SESSION_NAME
 from chalicelib.guardrail import Guardrail
 from chalicelib.iam import AccountAccessError, IamActions, error_code
+from chalicelib.identity import OwnIdentity
 from chalicelib.settings import Settings
 from chalicelib.store import Store, utcnow
 
@@ -76,6 +79,9 @@ class Runtime:
         self._emails: dict[str, str | None] = {}
         self._bot_token: str | None = None
         self._members: dict[str, tuple[IamActions, dict[str, str], datetime]] = {}
+        #: Member account -> the id of the remediation role the guardrail assumed there (AROA...).
+        self._member_role_ids: dict[str, str] = {}
+        self._caller: dict[str, Any] | None = None
         self._home_account = settings.home_account
         self._lock = threading.Lock()
 
@@ -108,8 +114,37 @@ class Runtime:
     def home_account(self) -> str:
         """The account the guardrail runs in: from settings, the Lambda context, or STS once."""
         if not self._home_account:
-            self._home_account = self.client("sts").get_caller_identity()["Account"]
+            self._home_account = self._caller_identity()["Account"]
         return self._home_account
+
+    def _caller_identity(self) -> dict[str, Any]:
+        """sts:GetCallerIdentity, once per container (it needs no permission)."""
+        if self._caller is None:
+            self._caller = dict(self.client("sts").get_caller_identity())
+        return self._caller
+
+    def own_role_id(self, account: str, role_name: str) -> str:
+        """The id of one of the guardrail's own roles, where it is known ('' otherwise).
+
+        At home, the function's own role (GetCallerIdentity's UserId); in a member account, the
+        remediation role as the last AssumeRole there returned it.
+        """
+        if account != self.home_account:
+            return self._member_role_ids.get(account, "")
+        try:
+            caller = self._caller_identity()
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("GetCallerIdentity failed; own role ids unknown: %s", error_code(exc))
+            return ""
+        assumed = parse_assumed_role_arn(str(caller.get("Arn", "")))
+        if assumed is None or assumed.role != role_name:
+            return ""
+        return str(caller.get("UserId", "")).split(":", 1)[0]
+
+    @cached_property
+    def own_identity(self) -> OwnIdentity:
+        """Who the guardrail is, pinned to the home account and its member sessions."""
+        return OwnIdentity.from_settings(self.settings, lambda: self.home_account, self.own_role_id)
 
     def iam_for(self, account: str) -> IamActions:
         """IAM actions in `account`: directly at home, through GuardrailRemediationRole elsewhere.
@@ -123,30 +158,44 @@ class Runtime:
     def member_client(self, account: str, service: str, region: str = "us-east-1") -> Any:
         """A client for `service` in a member account, with the remediation role's credentials."""
         credentials = self._member(account)[1]
-        with self._lock:  # clients share the runtime's session (its loaders and caches): much cheaper
-            return self._session.client(service, region_name=region, config=self._config, **credentials)
+        with self._lock:
+            return self.member_session.client(service, region_name=region, config=self._config, **credentials)
+
+    @cached_property
+    def member_session(self) -> boto3.session.Session:
+        """One session for every member account's clients (its loaders and caches are shared: a
+        session per account costs far more than the calls); the credentials are per client."""
+        return boto3.session.Session()
 
     def _member(self, account: str) -> tuple[IamActions, dict[str, str]]:
         cached = self._members.get(account)
         if cached and cached[2] - timedelta(minutes=5) > utcnow():
             return cached[0], cached[1]
         role_arn = f"arn:aws:iam::{account}:role/{self.settings.remediation_role}"
-        kwargs: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": "iam-user-guardrail", "DurationSeconds": 3600}
+        kwargs: dict[str, Any] = {
+            "RoleArn": role_arn,
+            "RoleSessionName": REMEDIATION_SESSION_NAME,
+            "DurationSeconds": 3600,
+        }
         if self.settings.external_id:
             kwargs["ExternalId"] = self.settings.external_id
         try:
-            credentials = self.client("sts").assume_role(**kwargs)["Credentials"]
+            assumed = self.client("sts").assume_role(**kwargs)
         except (ClientError, BotoCoreError) as exc:
             raise AccountAccessError(
                 f"cannot assume {role_arn}: {error_code(exc)} (account outside the organization, or no role)"
             ) from None
+        credentials = assumed["Credentials"]
+        role_id = str(assumed.get("AssumedRoleUser", {}).get("AssumedRoleId", "")).split(":", 1)[0]
+        if role_id:
+            self._member_role_ids[account] = role_id
         keys = {
             "aws_access_key_id": credentials["AccessKeyId"],
             "aws_secret_access_key": credentials["SecretAccessKey"],
             "aws_session_token": credentials["SessionToken"],
         }
         with self._lock:
-            iam_client = self._session.client("iam", config=self._config, **keys)
+            iam_client = self.member_session.client("iam", config=self._config, **keys)
         actions = IamActions(iam_client, policy_name=self.settings.quarantine_policy_name)
         expires = credentials["Expiration"]
         self._members[account] = (actions, keys, expires if expires.tzinfo else expires.replace(tzinfo=UTC))
@@ -163,7 +212,7 @@ class Runtime:
             iam_for=self.iam_for,
             store=self.store,
             notifier=self.notifier,
-            own_roles=GlobSet(self.settings.own_roles),
+            own_roles=self.own_identity,
             policy_name=self.settings.quarantine_policy_name,
             mode=self.settings.mode or None,
             self_approval_checkable=lambda: bool(self.slack_bot_token()),
@@ -194,9 +243,9 @@ class Runtime:
 
     @cached_property
     def rest_api(self) -> RestApi:
-        from chalicelib.rest import RestApi
+        from chalicelib.rest import CallerRoles, RestApi
 
-        return RestApi(self.approvals)
+        return RestApi(self.approvals, CallerRoles(self.iam_for))
 
     @cached_property
     def slack_interactions(self) -> SlackInteractions:

@@ -7,14 +7,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from chalicelib.constants import DEFAULT_QUARANTINE_POLICY_NAME, DEFAULT_TABLE_NAME, MODES
+from chalicelib.arns import glob_problem
+from chalicelib.constants import DEFAULT_QUARANTINE_POLICY_NAME, DEFAULT_REMEDIATION_ROLE, DEFAULT_TABLE_NAME, MODES
 
-_ROLE_GLOB_RE = re.compile(r"^arn:(aws|aws-us-gov|aws-cn|\*):iam::(\d{12}|\*):role/\S+$")
 _POLICY_NAME_RE = re.compile(r"^[\w+=,.@-]{1,128}$")
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
 _QUEUE_RE = re.compile(r"^[\w-]{1,80}$")
+_ROLE_NAME_RE = re.compile(r"^[\w+=,.@-]{1,64}$")
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
-DEFAULT_REMEDIATION_ROLE = "GuardrailRemediationRole"
 
 
 class SettingsError(ValueError):
@@ -32,7 +32,10 @@ class Settings:
     slack_api_url: str = DEFAULT_SLACK_API_URL
     slack_timeout: float = 5.0
     slack_retries: int = 2
+    #: GUARDRAIL_OWN_ROLE_ARNS: an explicit override, exact role or user ARNs (no wildcards).
     own_roles: tuple[str, ...] = ()
+    #: GUARDRAIL_OWN_ROLE_NAMES: the Lambda roles' names; their ARNs are pinned to the home account.
+    own_role_names: tuple[str, ...] = ()
     iam_max_attempts: int = 10
     slack_response_hosts: frozenset[str] = frozenset({"hooks.slack.com"})
     home_account: str = ""
@@ -52,10 +55,15 @@ class Settings:
         policy = env.get("GUARDRAIL_QUARANTINE_POLICY_NAME", "").strip() or DEFAULT_QUARANTINE_POLICY_NAME
         if not _POLICY_NAME_RE.match(policy):
             raise SettingsError(f"GUARDRAIL_QUARANTINE_POLICY_NAME {policy!r} is not a valid policy name")
-        own_roles = tuple(r.strip() for r in env.get("GUARDRAIL_OWN_ROLE_ARNS", "").split(",") if r.strip())
-        for role in own_roles:
-            if not _ROLE_GLOB_RE.match(role):
-                raise SettingsError(f"GUARDRAIL_OWN_ROLE_ARNS: {role!r} is not a role ARN glob")
+        own_roles = _listed(env, "GUARDRAIL_OWN_ROLE_ARNS")
+        for arn in own_roles:
+            problem = glob_problem(arn, exact=True)
+            if problem:
+                raise SettingsError(f"GUARDRAIL_OWN_ROLE_ARNS: {arn!r} {problem}")
+        own_role_names = _listed(env, "GUARDRAIL_OWN_ROLE_NAMES")
+        for name in own_role_names:
+            if not _ROLE_NAME_RE.match(name):
+                raise SettingsError(f"GUARDRAIL_OWN_ROLE_NAMES: {name!r} is not a role name (not an ARN or a glob)")
         home = env.get("GUARDRAIL_HOME_ACCOUNT", "").strip()
         if home and not _ACCOUNT_RE.match(home):
             raise SettingsError(f"GUARDRAIL_HOME_ACCOUNT must be a 12-digit account id, got {home!r}")
@@ -91,6 +99,7 @@ class Settings:
             slack_timeout=_number(env, "GUARDRAIL_SLACK_TIMEOUT", 5.0, float),
             slack_retries=int(_number(env, "GUARDRAIL_SLACK_RETRIES", 2, int)),
             own_roles=own_roles,
+            own_role_names=own_role_names,
             iam_max_attempts=int(_number(env, "GUARDRAIL_AWS_MAX_ATTEMPTS", 10, int)),
             slack_response_hosts=frozenset(
                 h.strip() for h in env.get("GUARDRAIL_SLACK_RESPONSE_HOSTS", "hooks.slack.com").split(",") if h.strip()
@@ -104,6 +113,10 @@ def _accounts(env: Mapping[str, str], name: str) -> tuple[str, ...]:
         if not _ACCOUNT_RE.match(account):
             raise SettingsError(f"{name}: {account!r} is not a 12-digit account id")
     return accounts
+
+
+def _listed(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
 
 
 def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> float:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.allowlist import Allowlist, parse_allowlist
+from chalicelib.identity import OwnIdentity
 from chalicelib.synth import cloudtrail_record, role_identity, root_identity, user_identity
 
 ACCOUNT = "123456789012"
@@ -19,6 +20,10 @@ DEVELOPER = role_identity(
     ACCOUNT, "AWSReservedSSO_Developer_0123abcd", "dev@example.com", path="/aws-reserved/sso.amazonaws.com/"
 )
 GUARDRAIL_ROLE = role_identity(ACCOUNT, "iam-user-guardrail-dev-on_iam_event", "iam-user-guardrail-dev-on_iam_event")
+#: The guardrail as the dev stage pins it: its Lambda roles at home, its remediation sessions elsewhere.
+OWN_IDENTITY = OwnIdentity.pinned(
+    ACCOUNT, [f"iam-user-guardrail-dev-{f}" for f in ("on_iam_event", "sweep", "api_handler")]
+)
 MALLORY = user_identity(ACCOUNT, "mallory")
 ROOT = root_identity(ACCOUNT)
 EVENT_TIME = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)

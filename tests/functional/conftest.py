@@ -3,6 +3,7 @@ the Chalice test client, and AWS call counting through botocore's event hooks.""
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,10 @@ from tests.helpers import ALLOWLIST_YAML, REPO
 
 STAGE_ENV: dict[str, str] = stage_environment("dev")
 WEBHOOK_PATH = "/services/T000/B000/not-a-real-secret"
+TRUST_ACCOUNT = (
+    '{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
+    '"Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"sts:AssumeRole"}]}'
+)
 
 
 @pytest.fixture(scope="session")
@@ -82,8 +87,19 @@ class Aws:
     refuse: dict[str, str] = field(default_factory=dict)
 
     def invoke(self, raw: dict[str, Any], *, wrap: bool = True) -> dict[str, Any]:
-        """Deliver an event to the real `on_iam_event` handler, as EventBridge would."""
+        """Deliver an event to the real `on_iam_event` handler, as EventBridge would.
+
+        A CreateUser record names the user id IAM gave the user, as CloudTrail's does: where the
+        user exists in moto, the synthetic record gets moto's id.
+        """
         self._instrument()
+        detail = raw.get("detail", raw)
+        detail = detail if isinstance(detail, dict) else {}
+        response = detail.get("responseElements")
+        created = response.get("user") if isinstance(response, dict) else None
+        if detail.get("eventName") == "CreateUser" and isinstance(created, dict):
+            with contextlib.suppress(self.iam.exceptions.NoSuchEntityException):
+                created["userId"] = self.iam.get_user(UserName=created["userName"])["User"]["UserId"]
         with Client(app, stage_name="dev", project_dir=str(REPO)) as client:
             return client.lambda_.invoke("on_iam_event", envelope(raw) if wrap else raw).payload
 
@@ -167,6 +183,8 @@ def aws(
         table=STAGE_ENV["GUARDRAIL_TABLE"],
         policy_name=STAGE_ENV["GUARDRAIL_QUARANTINE_POLICY_NAME"],
     )
+    # The approver role the test allowlist names: the REST API reads it (iam:GetRole) to check its path.
+    iam.create_role(RoleName="security-admin", AssumeRolePolicyDocument=TRUST_ACCOUNT)
     yield Aws(
         iam=iam,
         ddb=ddb,

@@ -4,39 +4,51 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.allowlist import GlobSet
-from chalicelib.rest import caller_allowed, role_name_globs
+from chalicelib.arns import PrincipalGlobs
+from chalicelib.rest import CallerRoles
 from chalicelib.slack_interactions import response_url_allowed
 
 SSO = "arn:aws:iam::*:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_SecurityAdmin_*"
+SSO_ADMIN = "arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_SecurityAdmin_0a1b"
 
 
 @pytest.mark.parametrize(
-    ("patterns", "caller", "allowed"),
+    ("patterns", "principal", "allowed"),
     [
-        (["arn:aws:iam::*:role/security-admin"], "arn:aws:sts::123456789012:assumed-role/security-admin/ann", True),
-        (["arn:aws:iam::*:role/security-admin"], "arn:aws:sts::123456789012:assumed-role/security-admins/ann", False),
-        (
-            ["arn:aws:iam::111122223333:role/security-admin"],
-            "arn:aws:sts::123456789012:assumed-role/security-admin/ann",
-            False,
-        ),
-        ([SSO], "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_SecurityAdmin_0a1b/ann@example.com", True),
-        ([SSO], "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Developer_0a1b/ann@example.com", False),
-        # a path glob ending in a bare * is not widened to every role in the account
-        (["arn:aws:iam::*:role/security/*"], "arn:aws:sts::123456789012:assumed-role/anything/ann", False),
+        (["arn:aws:iam::*:role/security-admin"], "arn:aws:iam::123456789012:role/security-admin", True),
+        (["arn:aws:iam::*:role/security-admin"], "arn:aws:iam::123456789012:role/security-admins", False),
+        (["arn:aws:iam::111122223333:role/security-admin"], "arn:aws:iam::123456789012:role/security-admin", False),
+        ([SSO], SSO_ADMIN, True),
+        ([SSO], SSO_ADMIN.replace("SecurityAdmin", "Developer"), False),
+        # the path is part of the match: the SSO role's name at path / is not the SSO role
+        ([SSO], "arn:aws:iam::123456789012:role/AWSReservedSSO_SecurityAdmin_evil", False),
+        (["arn:aws:iam::*:role/security/*"], "arn:aws:iam::123456789012:role/anything", False),
+        (["arn:aws:iam::*:role/security/*"], "arn:aws:iam::123456789012:role/security/anything", True),
+        (["arn:aws:iam::*:role/security/*"], "arn:aws:iam::123456789012:role/security/deeper/anything", False),
         (["arn:aws:iam::*:user/breakglass"], "arn:aws:iam::123456789012:user/breakglass", True),
         (["arn:aws:iam::*:user/breakglass"], "arn:aws:sts::123456789012:federated-user/breakglass", False),
+        # a session ARN is resolved to its role first (CallerRoles); as such it matches nothing
+        (["arn:aws:iam::*:role/security-admin"], "arn:aws:sts::123456789012:assumed-role/security-admin/ann", False),
         (["arn:aws:iam::*:role/security-admin"], "", False),
     ],
 )
-def test_caller_allowed(patterns: list[str], caller: str, allowed: bool) -> None:
-    assert caller_allowed(GlobSet(patterns), caller) is allowed
+def test_rest_callers_match_on_their_full_identity(patterns: list[str], principal: str, allowed: bool) -> None:
+    assert PrincipalGlobs(patterns).matches(principal) is allowed
 
 
-def test_role_name_globs_drop_paths_only_where_safe() -> None:
-    stripped = role_name_globs(GlobSet([SSO, "arn:aws:iam::*:role/team/*", "arn:aws:iam::*:role/plain"]))
-    assert stripped.patterns == ("arn:aws:iam::*:role/AWSReservedSSO_SecurityAdmin_*",)
+@pytest.mark.parametrize(
+    "caller",
+    [
+        "arn:aws:iam::123456789012:user/ops/breakglass",
+        "arn:aws:sts::123456789012:federated-user/breakglass",
+        "arn:aws:iam::123456789012:root",
+    ],
+)
+def test_only_assumed_role_callers_need_a_role_lookup(caller: str) -> None:
+    def no_iam(account: str) -> None:
+        raise AssertionError(f"no IAM call expected for {caller}")
+
+    assert CallerRoles(no_iam).principal(caller) == caller  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -53,3 +65,12 @@ def test_role_name_globs_drop_paths_only_where_safe() -> None:
 )
 def test_response_url_only_to_slack(url: str, hosts: set[str], allowed: bool) -> None:
     assert response_url_allowed(url, frozenset(hosts)) is allowed
+
+
+def test_a_rest_grant_names_the_session_and_the_resolved_role() -> None:
+    from chalicelib.rest import RestApi
+
+    session = "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_SecurityAdmin_0a1b/ann@example.com"
+    body = '{"account": "123456789012", "user": "bob", "days": 1, "reason": "r"}'
+    request = RestApi(None, None)._grant_request(session, SSO_ADMIN, body)  # type: ignore[arg-type]
+    assert (request.approver, request.approver_principal, request.source) == (session, SSO_ADMIN, "api")

@@ -18,6 +18,7 @@ from parliament import analyze_policy_string
 from app import IAM_EVENT_PATTERN
 from chalicelib.bootstrap import TABLE_ATTRIBUTES, TABLE_KEY_SCHEMA, TTL_ATTRIBUTE
 from chalicelib.constants import DEFAULT_QUARANTINE_POLICY_NAME, QUARANTINE_POLICY_DOCUMENT, SWEEP_WORKER_CONCURRENCY
+from chalicelib.settings import Settings
 from tests.helpers import REPO
 
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
@@ -265,10 +266,9 @@ def test_member_role_trusts_only_the_guardrail_with_an_external_id() -> None:
     [statement] = role["AssumeRolePolicyDocument"]["Statement"]
     assert statement["Principal"] == {"AWS": {"Ref": "GuardrailRoleArns"}}
     assert statement["Condition"] == {"StringEquals": {"sts:ExternalId": {"Ref": "ExternalId"}}}
-    for stage in CONFIG["stages"].values():
-        assert (
-            "arn:aws:iam::*:role/GuardrailRemediationRole" in stage["environment_variables"]["GUARDRAIL_OWN_ROLE_ARNS"]
-        )
+    # the guardrail recognises its own sessions by this role name and its own session name only
+    assert role["RoleName"] == Settings.from_env({}).remediation_role
+    assert "Path" not in role
 
 
 def test_member_role_checks_silence_with_exactly_three_more_actions() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.allowlist import GlobSet, parse_allowlist
+from chalicelib.allowlist import parse_allowlist
 from chalicelib.constants import ALERT, APPROVE, CRITICAL, HIGH, IGNORE, INFO, MONITOR, QUARANTINE
 from chalicelib.events import parse_event
 from chalicelib.policy import (
@@ -30,6 +30,7 @@ from tests.helpers import (
     GUARDRAIL_ROLE,
     MALLORY,
     OTHER_ACCOUNT,
+    OWN_IDENTITY,
     REAL_FIXTURES,
     ROOT,
     TERRAFORM,
@@ -38,7 +39,7 @@ from tests.helpers import (
     record,
 )
 
-OWN_ROLES = GlobSet(["arn:aws:iam::*:role/iam-user-guardrail-dev-on_iam_event"])
+OWN_ROLES = OWN_IDENTITY
 CONTRACTOR_ID = user_id_for(ACCOUNT, "contractor")
 EXCEPTION = ActiveException(
     ACCOUNT, "contractor", EVENT_TIME + timedelta(days=7), "U0SECLEAD", "pilot", user_id=CONTRACTOR_ID

@@ -21,13 +21,15 @@ def test_values() -> None:
     settings = Settings.from_env(
         {
             "GUARDRAIL_MODE": "monitor",
-            "GUARDRAIL_OWN_ROLE_ARNS": "arn:aws:iam::*:role/a, arn:aws:iam::123456789012:role/b",
+            "GUARDRAIL_OWN_ROLE_ARNS": "arn:aws:iam::123456789012:role/a, arn:aws:iam::123456789012:role/ops/b",
+            "GUARDRAIL_OWN_ROLE_NAMES": "iam-user-guardrail-dev-sweep, iam-user-guardrail-dev-api_handler",
             "GUARDRAIL_SWEEP_ACCOUNTS": "111122223333,444455556666",
             "GUARDRAIL_SLACK_TIMEOUT": "2.5",
         }
     )
     assert settings.mode == "monitor" and settings.slack_timeout == 2.5
-    assert settings.own_roles == ("arn:aws:iam::*:role/a", "arn:aws:iam::123456789012:role/b")
+    assert settings.own_roles == ("arn:aws:iam::123456789012:role/a", "arn:aws:iam::123456789012:role/ops/b")
+    assert settings.own_role_names == ("iam-user-guardrail-dev-sweep", "iam-user-guardrail-dev-api_handler")
     assert settings.sweep_accounts == ("111122223333", "444455556666")
 
 
@@ -36,6 +38,11 @@ def test_values() -> None:
     [
         ({"GUARDRAIL_MODE": "audit"}, "GUARDRAIL_MODE"),
         ({"GUARDRAIL_OWN_ROLE_ARNS": "terraform"}, "GUARDRAIL_OWN_ROLE_ARNS"),
+        # the override is exact: a glob would again let a role of that name anywhere be the guardrail
+        ({"GUARDRAIL_OWN_ROLE_ARNS": "arn:aws:iam::*:role/GuardrailRemediationRole"}, "must be an exact ARN"),
+        ({"GUARDRAIL_OWN_ROLE_ARNS": "arn:aws:iam::123456789012:role/guardrail-*"}, "must be an exact ARN"),
+        ({"GUARDRAIL_OWN_ROLE_NAMES": "arn:aws:iam::123456789012:role/x"}, "GUARDRAIL_OWN_ROLE_NAMES"),
+        ({"GUARDRAIL_OWN_ROLE_NAMES": "iam-user-guardrail-*"}, "GUARDRAIL_OWN_ROLE_NAMES"),
         ({"GUARDRAIL_QUARANTINE_POLICY_NAME": "a b"}, "GUARDRAIL_QUARANTINE_POLICY_NAME"),
         ({"GUARDRAIL_HOME_ACCOUNT": "12"}, "GUARDRAIL_HOME_ACCOUNT"),
         ({"GUARDRAIL_SWEEP_ACCOUNTS": "x"}, "GUARDRAIL_SWEEP_ACCOUNTS"),

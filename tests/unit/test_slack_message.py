@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-from chalicelib.allowlist import GlobSet
 from chalicelib.constants import ACTION_KEEP_QUARANTINED
 from chalicelib.events import parse_event
 from chalicelib.iam import DONE, ActionResult
@@ -19,9 +18,9 @@ from chalicelib.slack_message import (
     escape,
     render_text,
 )
-from tests.helpers import DEVELOPER, MALLORY, allowlist, record
+from tests.helpers import DEVELOPER, MALLORY, OWN_IDENTITY, allowlist, record
 
-OWN = GlobSet([])
+OWN = OWN_IDENTITY
 
 
 def alert_for(raw: dict, mode: str | None = None, results: tuple = ()) -> dict:

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from chalicelib.allowlist import GlobSet
 from chalicelib.constants import ALERT, CRITICAL, IGNORE
 from chalicelib.events import parse_event
 from chalicelib.policy import (
@@ -20,9 +19,18 @@ from chalicelib.policy import (
     decide,
 )
 from chalicelib.synth import cloudtrail_record
-from tests.helpers import ACCOUNT, EVENT_TIME, GUARDRAIL_ROLE, MALLORY, REAL_FIXTURES, allowlist, real_fixture
+from tests.helpers import (
+    ACCOUNT,
+    EVENT_TIME,
+    GUARDRAIL_ROLE,
+    MALLORY,
+    OWN_IDENTITY,
+    REAL_FIXTURES,
+    allowlist,
+    real_fixture,
+)
 
-OWN = GlobSet(["arn:aws:iam::*:role/iam-user-guardrail-dev-on_iam_event"])
+OWN = OWN_IDENTITY
 POLICY_ARN = f"arn:aws:iam::{ACCOUNT}:policy/iam-user-guardrail-quarantine"
 KEY = "AKIAGUARDRAILOFF0001"
 SSH_KEY = "APKAGUARDRAILOFF0001"
