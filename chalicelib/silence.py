@@ -43,7 +43,7 @@ from chalicelib.constants import (
 )
 from chalicelib.iam import error_code
 from chalicelib.slack_message import notice, safe
-from chalicelib.store import Store, event_pk, iso, parse_iso, utcnow
+from chalicelib.store import Store, StoreUnavailableError, event_pk, iso, parse_iso, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -270,25 +270,36 @@ class PipelineWatch:
         if not guardrail_rule(rule):
             return {"status": "ignored", "reason": f"rule {rule[:64]!r} is not the guardrail's"}
         event_id = str(detail.get("eventID", ""))
-        if event_id and not self.store.put(
-            {"pk": event_pk(event_id), "sk": "EVENT", "kind": "rule_tamper", "at": iso(self._clock())},
-            condition="attribute_not_exists(pk)",
-        ):
-            return {"status": "duplicate"}
         identity = detail.get("userIdentity") if isinstance(detail.get("userIdentity"), Mapping) else {}
         actor = str(identity.get("arn") or identity.get("type") or "unknown")
         name = str(detail.get("eventName"))
         message = rule_tamper_alert(account, rule, name, actor, str(detail.get("eventTime", "")))
+        try:
+            first = not event_id or self.store.put(
+                {"pk": event_pk(event_id), "sk": "EVENT", "kind": "rule_tamper", "at": iso(self._clock())},
+                condition="attribute_not_exists(pk)",
+            )
+        except StoreUnavailableError:  # alert anyway (a repeat beats silence), then fail for a retry
+            self._send(message, event_id, account, rule, queue=False)
+            raise
+        if not first:
+            return {"status": "duplicate"}
+        alert = self._send(message, event_id, account, rule)
         self.store.append_audit(
             {"kind": "rule_tamper", "account": account, "rule": rule, "event_name": name, "actor": actor}
         )
+        return {"status": "alerted", "rule": rule, "severity": CRITICAL, "alert": alert}
+
+    def _send(self, message: dict[str, Any], event_id: str, account: str, rule: str, *, queue: bool = True) -> str:
         try:
             self.notifier.send(message)
-            alert = "sent"
         except AlertDeliveryError as exc:
+            if not queue:
+                log.critical(json.dumps({"msg": "rule tamper alert not delivered", "message": message}))
+                return "lost"
             self.store.save_unsent_alert(event_id or f"rule-{account}-{rule}", message, str(exc))
-            alert = "queued"
-        return {"status": "alerted", "rule": rule, "severity": CRITICAL, "alert": alert}
+            return "queued"
+        return "sent"
 
 
 def rule_tamper_alert(account: str, rule: str, event_name: str, actor: str, when: str) -> dict[str, Any]:

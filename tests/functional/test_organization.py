@@ -411,3 +411,12 @@ def test_member_account_template_deploys_on_cloudformation(aws: Aws) -> None:
     aws._instrument()
     runtime.get().account_sweep(account).run(report)
     assert account_findings(report) == set()
+
+
+def test_rule_tamper_is_alerted_even_when_the_table_is_down(aws: Aws) -> None:
+    aws.ddb.delete_table(TableName=aws.table)
+    attack = envelope(rule_event("210987654321", "DeleteRule", FORWARD_RULE_NAME))
+    with Client(app, stage_name="dev", project_dir=str(REPO)) as client, pytest.raises(Exception, match="table"):
+        client.lambda_.invoke("on_iam_event", attack)  # raised: Lambda retries it
+    [message] = [json.dumps(m) for m in aws.slack.messages]
+    assert "DeleteRule" in message and "210987654321" in message
