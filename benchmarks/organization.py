@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -126,10 +127,14 @@ def projection(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def burst(sizes: OrgSizes, fresh: Callable[[], Any], slack: Any, context: Any) -> dict[str, Any]:
     """N unapproved CreateUser events from K creators through on_iam_event, then one flush."""
     from app import app
-    from chalicelib.outbox import Flusher
+    from chalicelib.outbox import BurstGate, Flusher
 
     iam = fresh()
     slack.clear()
+    rt = runtime.get()
+    # one 10-minute window for the whole burst, whatever the wall clock says (the gate takes a clock)
+    moment = datetime.now(UTC)
+    rt.__dict__["burst_gate"] = BurstGate(rt.store, rt.client("dynamodb"), clock=lambda: moment)
     creators = [role_identity(HOME, f"creator-{c}", "s") for c in range(sizes.burst_creators)]
     users = [f"burst-{n:03d}" for n in range(sizes.burst_events)]
     for user in users:
@@ -139,7 +144,6 @@ def burst(sizes: OrgSizes, fresh: Callable[[], Any], slack: Any, context: Any) -
         event = cloudtrail_record("CreateUser", user=user, identity=creators[n % len(creators)])
         app.handler_map["on_iam_event"](envelope(event), context)
     immediate = len(slack.requests)
-    rt = runtime.get()
     report = Flusher(rt.store, rt.notifier).flush()  # paced: one message a second
     elapsed = time.perf_counter() - start
     text = json.dumps([r["json"] for r in slack.requests])
