@@ -12,8 +12,9 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
+from chalicelib import observability
 from chalicelib.allowlist import Allowlist
 from chalicelib.constants import (
     STATUS_EXCEPTION,
@@ -85,6 +86,14 @@ class ReleaseFailedError(ApprovalError):
     status = 502
 
 
+class CaseListener(Protocol):
+    """Told when a case ends (Security Hub archives, PagerDuty resolves); must not raise."""
+
+    def case_closed(self, account: str, user: str, *, how: str, case_event_id: str = "") -> None: ...
+
+    def case_reopened(self, account: str, user: str, *, why: str, state: str) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class GrantRequest:
     account: str
@@ -139,7 +148,9 @@ class Approvals:
         iam_for: Callable[[str], IamActions],
         allowlist: Allowlist,
         clock: Callable[[], datetime] = utcnow,
+        listeners: Iterable[CaseListener] = (),
     ) -> None:
+        self.listeners = listeners
         self.store = store
         self._iam_for = iam_for
         self.allowlist = allowlist
@@ -252,6 +263,7 @@ class Approvals:
         if not written:
             raise ConflictError(f"{user} already holds an exception")
         results = self._release(iam, user, account, keys, tags)
+        self._tell("case_closed", account, user, how="granted", case_event_id=case_id)
         self._raise_on_failure(results, account, user, "release")
         return _public(item) | {"results": [r.describe() for r in results]}
 
@@ -291,6 +303,7 @@ class Approvals:
                 {"Update": self.store.user_update(account, user, {"status": STATUS_QUARANTINED, "kept_by": approver})},
             ]
         )
+        self._tell("case_closed", account, user, how="kept_quarantined", case_event_id=case_event_id)
 
     def revoke(self, account: str, user: str, *, by: str, why: str = "revoked") -> dict[str, Any]:
         """End an active exception now and quarantine the user again."""
@@ -341,8 +354,17 @@ class Approvals:
         results.append(iam.attach_quarantine(user, account))
         if results[-1].status != GONE:
             results.append(iam.tag_user(user, tags))
+        self._tell("case_reopened", account, user, why=why, state=state)
         self._raise_on_failure(results, account, user, "quarantine")
         return _public(item) | {"state": state, "results": [r.describe() for r in results]}
+
+    def _tell(self, what: str, account: str, user: str, **details: str) -> None:
+        for listener in self.listeners:
+            try:
+                getattr(listener, what)(account, user, **details)
+            except Exception:  # a listener never undoes or blocks an approval
+                log.exception("case listener failed", extra={"listener": type(listener).__name__})
+        observability.flush()
 
     def _raise_on_failure(self, results: list[ActionResult], account: str, user: str, what: str) -> None:
         failed = [r for r in results if r.status not in (DONE, GONE)]

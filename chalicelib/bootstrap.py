@@ -12,7 +12,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.constants import QUARANTINE_POLICY_DOCUMENT
-from chalicelib.iam import error_code
+from chalicelib.iam import DONE, INTACT, IamActions, error_code
 
 TABLE_KEY_SCHEMA = [
     {"AttributeName": "pk", "KeyType": "HASH"},
@@ -49,8 +49,16 @@ def ensure_table(dynamodb: Any, table: str) -> str:
     return "created"
 
 
+class QuarantinePolicyError(RuntimeError):
+    """The existing quarantine policy could not be read or restored."""
+
+
 def ensure_quarantine_policy(iam: Any, account: str, name: str) -> str:
-    """Create the deny-all managed policy if missing; return 'created' or 'exists'."""
+    """Create the deny-all managed policy if missing; return 'created', 'exists' or 'restored'.
+
+    An existing policy of that name is trusted only after its default version was read: anything
+    but deny-all is replaced by a deny-all default version ('restored').
+    """
     try:
         iam.create_policy(
             PolicyName=name,
@@ -60,7 +68,12 @@ def ensure_quarantine_policy(iam: Any, account: str, name: str) -> str:
     except ClientError as exc:
         if error_code(exc) != "EntityAlreadyExists":
             raise
-        return "exists"
+        checked = IamActions(iam, policy_name=name).check_quarantine_policy(account)
+        if checked.status == INTACT:
+            return "exists"
+        if checked.status == DONE:
+            return f"restored ({checked.detail})"
+        raise QuarantinePolicyError(checked.describe()) from None
     return "created"
 
 

@@ -1,4 +1,4 @@
-"""Command line: `python -m chalicelib.cli {bootstrap,check-allowlist,sweep,flush-alerts,audit,replay,synth,demo}`."""
+"""Command line: `python -m chalicelib.cli {bootstrap,check-allowlist,audit,sweep,flush-alerts,replay,scp,...}`."""
 
 from __future__ import annotations
 
@@ -201,6 +201,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo()
 
 
+def cmd_scp(args: argparse.Namespace) -> int:
+    from chalicelib.scp import ScpTooLargeError, build_scp, evaluate, render
+
+    try:
+        policy = build_scp(load_allowlist(args.allowlist), restrict_resources=args.restrict_resources)
+        text = render(policy)
+    except AllowlistError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except ScpTooLargeError as exc:
+        print(f"cannot write the SCP: {exc}", file=sys.stderr)
+        return 1
+    if args.check:
+        principal, user_arn = args.check
+        denied = [
+            a
+            for a in policy["Statement"][0]["Action"]
+            if evaluate(policy, action=a, principal_arn=principal, resource=user_arn)
+        ]
+        print(f"{principal} on {user_arn}: " + (f"denied {', '.join(denied)}" if denied else "allowed"))
+        return 0
+    print(json.dumps(policy, indent=2) if args.pretty else text)
+    return 0
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 64:
@@ -245,6 +270,16 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--per-file", type=int, default=250, help="records per log file (AWS writes small objects)")
     synth.add_argument("--seed", type=int, default=7)
     synth.set_defaults(func=cmd_synth)
+    scp = sub.add_parser("scp", help="print a Service Control Policy built from the allowlist")
+    scp.add_argument("--allowlist", help="default: $GUARDRAIL_ALLOWLIST or chalicelib/allowlist.yaml")
+    scp.add_argument(
+        "--restrict-resources", action="store_true", help="also deny users outside the integrations' paths and names"
+    )
+    scp.add_argument("--pretty", action="store_true", help="indented (the minified form is what must fit 5,120)")
+    scp.add_argument(
+        "--check", nargs=2, metavar=("PRINCIPAL_ARN", "USER_ARN"), help="say what the SCP denies this caller"
+    )
+    scp.set_defaults(func=cmd_scp)
     demo = sub.add_parser("demo", help="run the whole flow against a local moto server")
     demo.set_defaults(func=cmd_demo)
     return parser

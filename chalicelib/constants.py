@@ -55,8 +55,36 @@ CREATION_EVENTS: Final = frozenset({CREATE_USER, *CREDENTIAL_EVENTS})
 LIFECYCLE_EVENTS: Final = frozenset({UPDATE_USER, DELETE_USER})
 #: The events that can undo the guardrail's work (reverted unless made by the guardrail itself).
 TAMPER_EVENTS: Final = frozenset({DETACH_USER_POLICY, TAG_USER_EVENT, UNTAG_USER_EVENT, *CREDENTIAL_STATUS_EVENTS})
+CREATE_POLICY_VERSION: Final = "CreatePolicyVersion"
+SET_DEFAULT_POLICY_VERSION: Final = "SetDefaultPolicyVersion"
+DELETE_POLICY_VERSION: Final = "DeletePolicyVersion"
+PUT_ROLE_POLICY: Final = "PutRolePolicy"
+ATTACH_ROLE_POLICY: Final = "AttachRolePolicy"
+DETACH_ROLE_POLICY: Final = "DetachRolePolicy"
+DELETE_ROLE_POLICY: Final = "DeleteRolePolicy"
+UPDATE_ASSUME_ROLE_POLICY: Final = "UpdateAssumeRolePolicy"
+PUT_ROLE_PERMISSIONS_BOUNDARY: Final = "PutRolePermissionsBoundary"
+DELETE_ROLE_PERMISSIONS_BOUNDARY: Final = "DeleteRolePermissionsBoundary"
+
+#: The events that can change the quarantine policy's default document.
+POLICY_VERSION_EVENTS: Final = frozenset({CREATE_POLICY_VERSION, SET_DEFAULT_POLICY_VERSION, DELETE_POLICY_VERSION})
+#: The events that change what a role may do or who may assume it (watched on the guardrail's roles).
+ROLE_POLICY_EVENTS: Final = frozenset(
+    {
+        PUT_ROLE_POLICY,
+        ATTACH_ROLE_POLICY,
+        DETACH_ROLE_POLICY,
+        DELETE_ROLE_POLICY,
+        UPDATE_ASSUME_ROLE_POLICY,
+        # a boundary caps what the role may do: a deny-all boundary silences the guardrail there
+        PUT_ROLE_PERMISSIONS_BOUNDARY,
+        DELETE_ROLE_PERMISSIONS_BOUNDARY,
+    }
+)
+#: The events that change the guardrail's own parts (its quarantine policy, its roles).
+OWN_PART_EVENTS: Final = POLICY_VERSION_EVENTS | ROLE_POLICY_EVENTS
 #: Everything the EventBridge rule subscribes to.
-SUBSCRIBED_EVENTS: Final = CREATION_EVENTS | LIFECYCLE_EVENTS | TAMPER_EVENTS
+SUBSCRIBED_EVENTS: Final = CREATION_EVENTS | LIFECYCLE_EVENTS | TAMPER_EVENTS | OWN_PART_EVENTS
 
 # Decisions (the verdict of the policy engine).
 APPROVE: Final = "approve"
@@ -99,6 +127,7 @@ STATUS_DELETED: Final = "deleted"
 # Settings defaults.
 DEFAULT_QUARANTINE_POLICY_NAME: Final = "iam-user-guardrail-quarantine"
 DEFAULT_TABLE_NAME: Final = "iam-user-guardrail"
+DEFAULT_REMEDIATION_ROLE: Final = "GuardrailRemediationRole"
 DEFAULT_MAX_ACCESS_KEYS: Final = 1
 DEFAULT_REMEDIATION_ROLE: Final = "GuardrailRemediationRole"
 #: The RoleSessionName the guardrail uses when it assumes a member account's remediation role.

@@ -130,6 +130,9 @@ def run_demo() -> int:
             "GUARDRAIL_ALLOWLIST": str(DEFAULT_PATH),
             "SLACK_WEBHOOK_URL": f"{slack.url}/services/TDEMO/BDEMO/demo",
             "GUARDRAIL_SLACK_RESPONSE_HOSTS": "127.0.0.1",
+            # the narrative below says what happened; Lambda's JSON log lines and EMF metrics would bury it
+            "POWERTOOLS_LOG_LEVEL": "WARNING",
+            "POWERTOOLS_METRICS_DISABLED": "true",
         }
         signing_secret = secrets.token_hex(16)
         with environment(env):

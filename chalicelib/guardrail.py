@@ -11,14 +11,14 @@ Order matters for safety:
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.alerts import AlertDeliveryError, Notifier
+from chalicelib import observability
+from chalicelib.alerts import AlertDeliveryError, AlertSink, Notifier
 from chalicelib.allowlist import Allowlist
 from chalicelib.constants import (
     ACCESS_KEY,
@@ -27,6 +27,7 @@ from chalicelib.constants import (
     DEFAULT_QUARANTINE_POLICY_NAME,
     DELETE_USER,
     ENFORCE,
+    OWN_PART_EVENTS,
     STATUS_APPROVED,
     STATUS_EXCEPTION,
     STATUS_QUARANTINED,
@@ -50,14 +51,18 @@ from chalicelib.policy import (
     ATTACH_QUARANTINE,
     DEACTIVATE_CREDENTIAL,
     DELETE_LOGIN_PROFILE,
+    RESTORE_QUARANTINE_POLICY,
     TAG_USER,
     UNTAG_USER,
     Decision,
     UserFacts,
+    after_restore,
     credential_ref,
     decide,
     facts_needed,
 )
+from chalicelib.selfguard import guarded_roles as default_guarded_roles
+from chalicelib.selfguard import target
 from chalicelib.slack_message import build_alert
 from chalicelib.store import EventState, Outcome, Store, StoreUnavailableError
 
@@ -143,9 +148,8 @@ class _AccountIam:
                     self._iam = self._iam_for(self._event.account)
                 except AccountAccessError as exc:
                     self.unreachable = str(exc)
-                    log.error(
-                        json.dumps({"msg": "account unreachable", "account": self._event.account, "error": str(exc)})
-                    )
+                    log.error("account unreachable", extra={"account": self._event.account, "error": str(exc)})
+                    observability.count(observability.ACCOUNT_UNREACHABLE)
         return self._iam
 
 
@@ -161,8 +165,11 @@ class Guardrail:
         policy_name: str = DEFAULT_QUARANTINE_POLICY_NAME,
         mode: str | None = None,
         burst: BurstGate | None = None,
+        sinks: Iterable[AlertSink] = (),
+        guarded_roles: frozenset[str] | None = None,
         self_approval_checkable: Callable[[], bool] = lambda: True,
     ) -> None:
+        self.sinks = sinks
         self.allowlist = allowlist
         self.burst = burst
         self.iam_for = iam_for
@@ -171,6 +178,7 @@ class Guardrail:
         self.own_roles = own_roles
         self.policy_name = policy_name
         self.mode = mode or allowlist.mode
+        self.guarded_roles = default_guarded_roles() if guarded_roles is None else guarded_roles
         self._self_approval_checkable = self_approval_checkable
 
     def handle(self, raw: Any) -> HandleResult:
@@ -178,17 +186,19 @@ class Guardrail:
         try:
             event = parse_event(raw)
         except MalformedEventError as exc:
-            log.warning(json.dumps({"msg": "event ignored", "reason": str(exc)}))
+            observability.correlate(raw.get("id") if isinstance(raw, dict) else None)
+            log.warning("event ignored", extra={"reason": str(exc)})
             return HandleResult(status="rejected", reason=str(exc))
         return self.handle_event(event)
 
     def handle_event(self, event: IamEvent) -> HandleResult:
+        observability.correlate(event.event_id)
         store_error: StoreUnavailableError | None = None
         try:
             # A rename is judged against the record the user had under its old name.
             state = self.store.load(event.event_id, event.account, event.renamed_from or event.target_user_name)
         except StoreUnavailableError as exc:
-            log.error(json.dumps({"msg": "table unreachable; acting without state", "error": str(exc)}))
+            log.error("table unreachable; acting without state", extra={"error": str(exc)})
             store_error, state = exc, EventState()
         result = HandleResult(
             status="handled",
@@ -199,7 +209,7 @@ class Guardrail:
         )
         if state.processed:
             result.status = "duplicate"
-            log.info(json.dumps({"msg": "duplicate delivery ignored", "event_id": event.event_id}))
+            log.info("duplicate delivery ignored", extra={"event_id": event.event_id})
             return result
 
         account = _AccountIam(self.iam_for, event)
@@ -213,6 +223,8 @@ class Guardrail:
                 result.results = [ActionResult("assume_role", event.account, UNREACHABLE, account.unreachable)]
         failed = [r for r in result.results if r.status == FAILED]
         gone = any(r.status in (GONE, UNREACHABLE) for r in result.results)
+        if any(r.action == RESTORE_QUARANTINE_POLICY and r.status == DONE for r in result.results):
+            decision = result.decision = after_restore(decision)
 
         alert_error = ""
         if decision.notify or failed or gone:
@@ -228,9 +240,9 @@ class Guardrail:
                     result.alert = "sent"
             except AlertDeliveryError as exc:
                 alert_error = str(exc)
-                log.error(
-                    json.dumps({"msg": "alert not delivered; queued", "event_id": event.event_id, "error": alert_error})
-                )
+                log.error("alert not delivered; queued", extra={"event_id": event.event_id, "error": alert_error})
+        for sink in self.sinks:
+            sink.publish(event, decision, result.results, alerted=result.message is not None)
 
         if failed:
             self._queue_alert(event, result, alert_error)
@@ -241,7 +253,7 @@ class Guardrail:
             try:
                 if not self.store.record(self._outcome(event, result, alert_error, state, facts)):
                     result.status = "duplicate"
-                    log.info(json.dumps({"msg": "concurrent duplicate delivery", "event_id": event.event_id}))
+                    log.info("concurrent duplicate delivery", extra={"event_id": event.event_id})
                     return result
                 if alert_error:
                     result.alert = "queued"
@@ -269,6 +281,7 @@ class Guardrail:
             mode=self.mode,
             record=state.user_record,
             quarantine_policy=self.policy_name,
+            guarded_roles=self.guarded_roles,
         )
         return decision, facts
 
@@ -292,6 +305,8 @@ class Guardrail:
                 result = iam.untag_user(user, [k for k in decision.untag_keys if k.lower() not in ours])
             elif step == TAG_USER:
                 result = iam.tag_user(user, decision.tags)
+            elif step == RESTORE_QUARANTINE_POLICY:
+                result = iam.check_quarantine_policy(event.account, event.partition)
             else:  # pragma: no cover - the policy module defines every step
                 raise ValueError(f"unknown step {step}")
             results.append(result)
@@ -363,6 +378,7 @@ class Guardrail:
             "event_time": event.event_time.isoformat(),
             "account": event.account,
             "user": event.target_user_name,
+            "target": ": ".join(target(event) or ()),
             "actor": event.actor.principal_arn or event.actor.display,
             "source_ip": event.source_ip,
             "verdict": decision.verdict,
@@ -379,6 +395,7 @@ class Guardrail:
             "user": event.target_user_name,
             "verdict": decision.verdict,
             "severity": decision.severity,
+            "rule": decision.rule,
             "actor": event.actor.principal_arn,
             "actor_arn": event.actor.arn,
             "actor_session": event.actor.session_name,
@@ -394,13 +411,20 @@ class Guardrail:
             user=event.target_user_name,
             audit=audit,
             event=case,
-            user_update=update if event.target_user_name else {},
+            # a policy or role event names no user: it never writes a user record
+            user_update=(
+                update
+                if event.target_user_name and not event.error_code and event.event_name not in OWN_PART_EVENTS
+                else {}
+            ),
             deactivated_keys=deactivated,
             approved_keys=(event.credential_id,) if approved else (),
             unsent_alert=result.message if alert_error else None,
             alert_error=alert_error,
-            fresh_record=event.event_name == CREATE_USER,
-            moved_from=event.renamed_from if event.event_name == UPDATE_USER else "",
+            # A failed call changed nothing: a CreateUser refused with EntityAlreadyExists must not
+            # wipe the record of the user that exists, nor a refused UpdateUser move it.
+            fresh_record=event.event_name == CREATE_USER and not event.error_code,
+            moved_from=event.renamed_from if event.event_name == UPDATE_USER and not event.error_code else "",
             previous_record=state.user_record,
             previous_exception=state.exception_item,
             close=event.event_name == DELETE_USER and not event.error_code,
@@ -419,8 +443,8 @@ class Guardrail:
     def _alert_lost(result: HandleResult) -> None:
         """Slack and the table both failed: the log keeps the whole alert, and the handler raises."""
         result.alert = "lost"
-        log.critical(json.dumps({"msg": "alert could not be queued", "message": result.message}, default=str))
+        log.critical("alert could not be queued", extra={"alert_message": result.message})
 
     @staticmethod
     def _log(result: HandleResult) -> None:
-        log.info(json.dumps({"msg": "event handled", **result.to_dict()}, default=str))
+        observability.decision(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -11,8 +12,15 @@ from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.constants import ACCESS_KEY, SERVICE_SPECIFIC_CREDENTIAL, SIGNING_CERTIFICATE, SSH_PUBLIC_KEY
-from chalicelib.policy import UserFacts, credential_ref
+from chalicelib.constants import (
+    ACCESS_KEY,
+    QUARANTINE_POLICY_DOCUMENT,
+    SERVICE_SPECIFIC_CREDENTIAL,
+    SIGNING_CERTIFICATE,
+    SSH_PUBLIC_KEY,
+)
+from chalicelib.policy import RESTORE_QUARANTINE_POLICY, UserFacts, credential_ref
+from chalicelib.selfguard import is_deny_all
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +29,12 @@ GONE: Final = "user_gone"
 FAILED: Final = "failed"
 #: The account could not be reached (no remediation role, or outside the organization).
 UNREACHABLE: Final = "account_unreachable"
+#: The quarantine policy's default version is deny-all: nothing to do.
+INTACT: Final = "intact"
+#: The quarantine policy's default version is not deny-all and was left so (monitor mode, dry run).
+TAMPERED: Final = "tampered"
+#: IAM keeps at most this many versions of a managed policy.
+POLICY_VERSIONS_MAX: Final = 5
 #: The record named no credential id and none could be identified in IAM: nothing was done.
 NOT_IDENTIFIED: Final = "not_identified"
 
@@ -289,6 +303,50 @@ class IamActions:
         else:
             raise RuntimeError("the credential report was not ready in time")
         return bytes(self._iam.get_credential_report()["Content"])
+
+    def check_quarantine_policy(self, account: str, partition: str = "aws", *, restore: bool = True) -> ActionResult:
+        """Read the quarantine policy's default version (2 reads); restore deny-all unless it is.
+
+        Reading the live policy, not trusting the event, keeps this idempotent and loop-free.
+        """
+        arn = self.quarantine_policy_arn(account, partition)
+        try:
+            default = self._iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+            version = self._iam.get_policy_version(PolicyArn=arn, VersionId=default)["PolicyVersion"]
+        except (ClientError, BotoCoreError) as exc:
+            if error_code(exc) == "NoSuchEntity":
+                return ActionResult(RESTORE_QUARANTINE_POLICY, arn, FAILED, "the policy does not exist (run bootstrap)")
+            return self._failed(RESTORE_QUARANTINE_POLICY, arn, exc)
+        if is_deny_all(version.get("Document")):
+            return ActionResult(RESTORE_QUARANTINE_POLICY, arn, INTACT, f"default version {default} is deny-all")
+        if not restore:
+            return ActionResult(RESTORE_QUARANTINE_POLICY, arn, TAMPERED, f"default version {default} is not deny-all")
+        return self._restore_quarantine_policy(arn, default)
+
+    def _restore_quarantine_policy(self, arn: str, tampered: str) -> ActionResult:
+        """A new deny-all default version; then every other version goes, so none can be made default."""
+        try:
+            versions = self._iam.list_policy_versions(PolicyArn=arn)["Versions"]
+            others = sorted((v for v in versions if not v["IsDefaultVersion"]), key=lambda v: v["CreateDate"])
+            stale = [v["VersionId"] for v in others]
+            if len(versions) >= POLICY_VERSIONS_MAX and stale:
+                self._iam.delete_policy_version(PolicyArn=arn, VersionId=stale.pop(0))
+            created = self._iam.create_policy_version(
+                PolicyArn=arn, PolicyDocument=json.dumps(QUARANTINE_POLICY_DOCUMENT), SetAsDefault=True
+            )["PolicyVersion"]["VersionId"]
+        except (ClientError, BotoCoreError) as exc:
+            return self._failed(RESTORE_QUARANTINE_POLICY, arn, exc)
+        kept = []
+        for version_id in [tampered, *stale]:
+            try:
+                self._iam.delete_policy_version(PolicyArn=arn, VersionId=version_id)
+            except (ClientError, BotoCoreError) as exc:
+                log.warning("could not delete %s of %s: %s", version_id, arn, error_code(exc))
+                kept.append(version_id)
+        detail = f"default version {tampered} was not deny-all: {created} (deny-all) is the default now"
+        return ActionResult(
+            RESTORE_QUARANTINE_POLICY, arn, DONE, detail + (f"; could not delete {', '.join(kept)}" if kept else "")
+        )
 
     def _call(self, action: str, user: str, method: Any, **kwargs: Any) -> ActionResult:
         try:

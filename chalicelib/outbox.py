@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from chalicelib.alerts import AlertDeliveryError, Notifier
+from chalicelib import observability
+from chalicelib.alerts import AlertDeliveryError, Notifier, Sink, deliver_queued
 from chalicelib.constants import BURST_LIMIT, BURST_WINDOW_MINUTES
 from chalicelib.events import IamEvent
 from chalicelib.policy import Decision
 from chalicelib.slack_message import code, notice, safe
-from chalicelib.store import OUTBOX_PK, Store, StoreUnavailableError, iso, utcnow
+from chalicelib.store import OUTBOX_PK, Store, StoreUnavailableError, iso, parse_iso, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ MAX_SENDS: Final = 30
 LINES_PER_SECTION: Final = 25
 #: Users per roll-up message (20 sections); a larger window is split over several messages.
 USERS_PER_ROLLUP: Final = 500
+#: An outbox item older than this, still unsent after a flush, is "stuck" (metric AlertQueued).
+STUCK_AFTER: Final = timedelta(minutes=1)
 
 
 def window_start(moment: datetime) -> datetime:
@@ -148,11 +151,15 @@ class Flusher:
         store: Store,
         notifier: Notifier,
         *,
+        sinks: Mapping[str, Sink] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], datetime] = utcnow,
         max_sends: int = MAX_SENDS,
     ) -> None:
+        self._clock = clock
         self.store = store
         self.notifier = notifier
+        self.sinks = sinks
         self._sleep = sleep
         self.max_sends = max_sends
         self._sent = 0
@@ -167,40 +174,45 @@ class Flusher:
         for (window, creator), group in sorted(groups.items()):
             for start in range(0, len(group), USERS_PER_ROLLUP):
                 items = group[start : start + USERS_PER_ROLLUP]
-                if stopped or not self._send(rollup_message(window, creator, items), report):
+                message = rollup_message(window, creator, items)
+                if stopped or not self._send(lambda m=message: self.notifier.send(m), report):
                     stopped = True
                     report.left += len(items)
                     continue
                 report.rollups += 1
                 report.rolled_up_users += len(items)
                 self._delete(ROLLUP_PK, [i["sk"] for i in items], report)
+        stuck = 0
         for queued in list(self.store.query(OUTBOX_PK)):
             if stopped:
                 report.left += 1
+                stuck += _stuck(queued, self._clock())
                 continue
-            try:
-                message = json.loads(queued["message"])
-            except ValueError:
-                report.errors.append(f"{queued['event_id']}: stored message is not JSON")
-                continue
-            if not self._send(message, report):
-                stopped = True
+            # an item names its destination (Slack, PagerDuty, the webhook): deliver_queued routes it
+            if not self._send(lambda q=queued: deliver_queued(q, slack=self.notifier, sinks=self.sinks), report):
+                stopped = not report.errors[-1].endswith("stored message is not JSON")
                 report.left += 1
+                stuck += _stuck(queued, self._clock())
                 continue
             report.resent += 1
             self._delete(OUTBOX_PK, [queued["sk"]], report)
+        observability.count(observability.ALERT_QUEUED, stuck)  # the alerts-stuck alarm reads it
+        observability.flush()
         log.info(json.dumps({"msg": "alerts flushed", **report.to_dict()}))
         return report
 
-    def _send(self, message: Mapping[str, Any], report: FlushReport) -> bool:
+    def _send(self, send: Callable[[], None], report: FlushReport) -> bool:
         if self._sent >= self.max_sends:
             return False
         if self._sent:
             self._sleep(PACE_SECONDS)  # one message a second per channel
         try:
-            self.notifier.send(message)
+            send()
         except AlertDeliveryError as exc:
             report.errors.append(str(exc))
+            return False
+        except ValueError:
+            report.errors.append("stored message is not JSON")
             return False
         finally:
             self._sent += 1
@@ -214,6 +226,15 @@ class Flusher:
                 self.store.transact([{"Delete": {"TableName": self.store.table, "Key": _key(pk, sk)}} for sk in chunk])
             except StoreUnavailableError as exc:
                 report.errors.append(f"sent but not removed from {pk}: {exc}")
+
+
+def _stuck(item: Mapping[str, Any], now: datetime) -> int:
+    """1 when an outbox item has waited longer than a flush interval (what the alarm counts)."""
+    try:
+        queued = parse_iso(str(item.get("first_failed_at") or item["sk"].split("#", 1)[0]))
+    except (ValueError, KeyError):
+        return 1
+    return int(queued < now - STUCK_AFTER)
 
 
 def _key(pk: str, sk: str) -> dict[str, Any]:

@@ -28,6 +28,8 @@ from chalicelib.constants import (
     INFO,
     LIFECYCLE_EVENTS,
     LOGIN_PROFILE,
+    OWN_PART_EVENTS,
+    POLICY_VERSION_EVENTS,
     QUARANTINE,
     SERVICE_SPECIFIC_CREDENTIAL,
     SIGNING_CERTIFICATE,
@@ -53,6 +55,8 @@ from chalicelib.constants import (
 )
 from chalicelib.events import IamEvent
 from chalicelib.identity import OwnIdentity
+from chalicelib.selfguard import guarded_roles as default_guarded_roles
+from chalicelib.selfguard import is_quarantine_policy, role_change
 
 # Steps the actions layer carries out, in this order.
 DEACTIVATE_CREDENTIAL: Final = "deactivate_credential"
@@ -62,6 +66,8 @@ DELETE_LOGIN_PROFILE: Final = "delete_login_profile"
 ATTACH_QUARANTINE: Final = "attach_quarantine_policy"
 TAG_USER: Final = "tag_user"
 UNTAG_USER: Final = "untag_user"
+#: Read the quarantine policy's default version; restore deny-all if it is anything else.
+RESTORE_QUARANTINE_POLICY: Final = "restore_quarantine_policy"
 
 
 def credential_ref(kind: str, credential_id: str) -> str:
@@ -290,15 +296,20 @@ def decide(
     mode: str | None = None,
     record: Mapping[str, Any] | None = None,
     quarantine_policy: str = DEFAULT_QUARANTINE_POLICY_NAME,
+    guarded_roles: frozenset[str] | None = None,
 ) -> Decision:
     """Decide what to do about one IAM event. `mode` overrides the allowlist's mode.
 
     `record` is the guardrail's own record of the target user (status, the credentials it
-    deactivated, the tags it set): tamper and rename events are judged against it.
+    deactivated, the tags it set): tamper and rename events are judged against it. `guarded_roles`
+    are the lower-cased names of the guardrail's own roles (default: the remediation role).
     """
     facts = facts or UserFacts()
     active = bound_exception(exception, event, facts)
-    if event.event_name in TAMPER_EVENTS:
+    if event.event_name in OWN_PART_EVENTS:
+        roles = default_guarded_roles() if guarded_roles is None else guarded_roles
+        decision = _own_parts(event, own_roles, quarantine_policy, roles)
+    elif event.event_name in TAMPER_EVENTS:
         decision = _tamper(event, own_roles, active, record or {}, quarantine_policy)
     elif event.event_name in LIFECYCLE_EVENTS:
         decision = _lifecycle(event, allowlist, active, facts, record or {})
@@ -454,6 +465,72 @@ def _tamper_tags(event: IamEvent, record: Mapping[str, Any], by: str) -> Decisio
         tags=restore,
         untag=remove,
         rule="tamper_tags",
+    )
+
+
+def _own_parts(event: IamEvent, own_roles: OwnIdentity, quarantine_policy: str, roles: frozenset[str]) -> Decision:
+    """Changes to the quarantine policy's versions or to the guardrail's roles (critical).
+
+    The policy is checked live by the act step (`RESTORE_QUARANTINE_POLICY`), whoever made the
+    call: the guardrail's own restore finds deny-all and stays quiet, which breaks loops.
+    """
+    name = event.event_name
+    if event.error_code:
+        return Decision(IGNORE, f"{name} failed with {event.error_code}; nothing changed", rule="failed_call")
+    by = event.actor.principal_arn or event.actor.display
+    params = event.request_parameters
+    if name in POLICY_VERSION_EVENTS:
+        arn = str(params.get("policyArn") or "")
+        if not is_quarantine_policy(arn, account=event.account, partition=event.partition, name=quarantine_policy):
+            return Decision(
+                IGNORE, f"{name} on {arn or 'a policy'}, not the quarantine policy", rule="not_quarantine_policy"
+            )
+        version = str(params.get("versionId") or "")
+        what = f"{name}{f' {version}' if version else ''}{' (set as default)' if params.get('setAsDefault') else ''}"
+        if own_roles.is_own(event.actor, event.account):
+            return Decision(
+                IGNORE,
+                f"{what} on the quarantine policy by the guardrail's own role: its default version is checked",
+                steps=(RESTORE_QUARANTINE_POLICY,),
+                rule="own_role",
+            )
+        return Decision(
+            ALERT,
+            f"tamper: {by} called {what} on the quarantine policy {arn}; a default version other than "
+            "deny-all releases every quarantined user: the default version is checked and deny-all restored "
+            "if it changed",
+            CRITICAL,
+            (RESTORE_QUARANTINE_POLICY,),
+            notify=True,
+            rule="tamper_quarantine_policy",
+        )
+    role = str(params.get("roleName") or "")
+    if role.lower() not in roles:
+        return Decision(
+            IGNORE, f"{name} on role {role or '(none)'}, not one of the guardrail's roles", rule="not_guarded_role"
+        )
+    change = role_change(event)
+    return Decision(
+        ALERT,
+        f"tamper: {by} called {name} on the guardrail's role {role}{f' ({change})' if change else ''}; "
+        "the guardrail does not revert role changes: review the role now",
+        CRITICAL,
+        notify=True,
+        rule="tamper_guardrail_role",
+    )
+
+
+def after_restore(decision: Decision) -> Decision:
+    """The act step had to restore the quarantine policy: critical and alerted, whoever the caller."""
+    if decision.notify:
+        return decision
+    return replace(
+        decision,
+        verdict=ALERT,
+        severity=CRITICAL,
+        notify=True,
+        reason=f"tamper: {decision.reason}, and it was not deny-all: restored",
+        rule="tamper_quarantine_policy",
     )
 
 

@@ -10,36 +10,41 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.alerts import AlertDeliveryError, Notifier, NullNotifier
+from chalicelib import observability
+from chalicelib.alerts import AlertDeliveryError, AlertSink, Notifier, NullNotifier, Sink
 from chalicelib.allowlist import Allowlist, load_allowlist
 from chalicelib.arns import parse_assumed_role_arn
 from chalicelib.constants import REMEDIATION_SESSION_NAME
 from chalicelib.guardrail import Guardrail
 from chalicelib.iam import AccountAccessError, IamActions, error_code
 from chalicelib.identity import OwnIdentity
-from chalicelib.settings import Settings
+from chalicelib.selfguard import guarded_roles
+from chalicelib.settings import FROM_SECRET, Settings
 from chalicelib.store import Store, utcnow
 
-if TYPE_CHECKING:  # the approval, sweep and Slack modules load only where they are used
-    from chalicelib.approvals import Approvals
+if TYPE_CHECKING:  # the approval, sweep, Slack and sink modules load only where they are used
+    from chalicelib.approvals import Approvals, CaseListener
     from chalicelib.fanout import AccountSweep, ScheduleReport
     from chalicelib.organization import AccountPlan
     from chalicelib.outbox import BurstGate, FlushReport
     from chalicelib.rest import RestApi
+    from chalicelib.securityhub import SecurityHub
     from chalicelib.silence import PipelineWatch, SilenceCheck
+    from chalicelib.sinks import Fanout
     from chalicelib.slack_interactions import SlackInteractions
     from chalicelib.sweep import Reconciler, SweepReport
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 # At debug level botocore and urllib3 log request and response bodies: Secrets Manager values,
 # Slack tokens. Whatever level the function is configured with, they stay at INFO or above.
 for _noisy in ("botocore", "boto3", "urllib3"):
@@ -64,6 +69,16 @@ class LazySlackNotifier:
             except SlackSecretError as exc:
                 raise AlertDeliveryError(str(exc)) from None
         self._notifier.send(message)
+
+
+class Lazy(Generic[T]):
+    """An iterable whose items are built on first iteration (the sinks: only when an alert is sent)."""
+
+    def __init__(self, build: Callable[[], Iterable[T]]) -> None:
+        self._build = build
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._build())
 
 
 class Runtime:
@@ -215,9 +230,82 @@ class Runtime:
             own_roles=self.own_identity,
             policy_name=self.settings.quarantine_policy_name,
             mode=self.settings.mode or None,
+            sinks=Lazy(lambda: self.alert_sinks),
+            guarded_roles=guarded_roles(
+                self.settings.remediation_role, self.settings.own_roles, self.settings.own_role_names
+            ),
             self_approval_checkable=lambda: bool(self.slack_bot_token()),
             burst=self.burst_gate,
         )
+
+    @cached_property
+    def sinks(self) -> dict[str, Sink]:
+        """PagerDuty and the JSON webhook, where configured, by the name outbox items carry."""
+        s = self.settings
+        if not (s.pagerduty_routing_key or s.webhook_url):
+            return {}
+        from chalicelib.sinks import PAGERDUTY, WEBHOOK, HttpPoster, PagerDutySink, WebhookSink
+
+        options = {"timeout": s.sink_timeout, "retries": s.sink_retries}
+        built: dict[str, Sink] = {}
+        if s.pagerduty_routing_key:
+            key = self._sink_secret("pagerduty_routing_key", s.pagerduty_routing_key)
+            built[PAGERDUTY] = PagerDutySink(HttpPoster("PagerDuty", **options), key, s.pagerduty_url)
+        if s.webhook_url:
+            url = self._sink_secret("alert_webhook_url", s.webhook_url)
+            token = self._sink_secret("alert_webhook_token", s.webhook_url, optional=True)
+            built[WEBHOOK] = WebhookSink(HttpPoster("alert webhook", **options), url, token)
+        return built
+
+    def _sink_secret(self, key: str, value: str, *, optional: bool = False) -> Callable[[], str]:
+        """The setting itself, or (value `secret`) `key` from the guardrail's secret, read when sending."""
+
+        def read() -> str:
+            if value != FROM_SECRET:
+                return "" if optional else value
+            try:
+                found = self.slack_secret.get(key, "")
+            except SlackSecretError as exc:
+                raise AlertDeliveryError(str(exc)) from None
+            if not found and not optional:
+                raise AlertDeliveryError(f"the guardrail's secret has no {key}")
+            return found
+
+        return read
+
+    @cached_property
+    def fanout(self) -> Fanout | None:
+        if not self.sinks:
+            return None
+        from chalicelib.sinks import Fanout
+
+        return Fanout(self.sinks, self.store)  # type: ignore[arg-type]
+
+    @cached_property
+    def security_hub(self) -> SecurityHub | None:
+        """The home account's Security Hub (GUARDRAIL_SECURITY_HUB=true), else None."""
+        if not self.settings.security_hub:
+            return None
+        from chalicelib.securityhub import SecurityHub
+
+        # Few attempts and short timeouts: a throttling hub must not hold the event past Lambda's timeout.
+        config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=5)
+        return SecurityHub(
+            self._session.client("securityhub", config=config),
+            home_account=lambda: self.home_account,
+            region=self._session.region_name or "us-east-1",
+            decision_url=self.settings.decision_url,
+        )
+
+    @cached_property
+    def alert_sinks(self) -> list[AlertSink]:
+        """Where an event's alert goes besides Slack."""
+        return [sink for sink in (self.fanout, self.security_hub) if sink is not None]
+
+    @cached_property
+    def case_listeners(self) -> list[CaseListener]:
+        """Told when an approver closes a case or an exception ends."""
+        return [listener for listener in (self.fanout, self.security_hub) if listener is not None]
 
     @cached_property
     def slack_secret(self) -> dict[str, str]:
@@ -239,7 +327,12 @@ class Runtime:
     def approvals(self) -> Approvals:
         from chalicelib.approvals import Approvals
 
-        return Approvals(store=self.store, iam_for=self.iam_for, allowlist=self.allowlist)
+        return Approvals(
+            store=self.store,
+            iam_for=self.iam_for,
+            allowlist=self.allowlist,
+            listeners=Lazy(lambda: self.case_listeners),
+        )
 
     @cached_property
     def rest_api(self) -> RestApi:
@@ -273,6 +366,7 @@ class Runtime:
             mode=mode,
             dry_run=dry_run,
             clock=clock,
+            account=account or self.home_account,
         )
 
     def sweep_plan(self) -> AccountPlan:
@@ -337,17 +431,35 @@ class Runtime:
                 errors=plan.errors,
             )
         builders = [lambda account=account: self.account_sweep(account) for account in plan.accounts]
-        report = run_sweep(approvals=self.approvals, store=self.store, notifier=self.notifier, reconcilers=builders)  # type: ignore[arg-type]
+        report = run_sweep(
+            approvals=self.approvals,
+            store=self.store,
+            notifier=self.notifier,
+            reconcilers=builders,  # type: ignore[arg-type]
+            sinks=self.sinks,
+            observers=self.sweep_observers(plan.accounts),
+        )
         report.errors += plan.errors
         return report
+
+    def sweep_observers(self, accounts: list[str]) -> list[Callable[[SweepReport], None]]:
+        """Who sees a sweep's report besides Slack: the sinks, and Security Hub for the accounts swept."""
+        hub, sinks = self.security_hub, self.fanout
+        observers: list[Callable[[SweepReport], None]] = [sinks.sweep] if sinks else []
+        if hub:
+            observers.append(lambda report: hub.sweep(report, accounts))
+        return observers
 
     def run_worker(self, records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         """The SQS worker: one account per message; failures reported per message."""
         from chalicelib.fanout import handle_messages, worker_sweep
 
-        return handle_messages(
-            records, lambda account: worker_sweep(self.account_sweep(account), self.store, self.notifier)
-        )
+        def sweep_one(account: str) -> None:
+            report = worker_sweep(self.account_sweep(account), self.store, self.notifier)
+            for observe in self.sweep_observers([account]):
+                observe(report)
+
+        return handle_messages(records, sweep_one)
 
     @cached_property
     def burst_gate(self) -> BurstGate:
@@ -358,7 +470,7 @@ class Runtime:
     def flush_alerts(self) -> FlushReport:
         from chalicelib.outbox import Flusher
 
-        return Flusher(self.store, self.notifier).flush()
+        return Flusher(self.store, self.notifier, sinks=self.sinks).flush()
 
     @cached_property
     def pipeline_watch(self) -> PipelineWatch:
@@ -452,6 +564,7 @@ def get(lambda_context: Any = None) -> Runtime:
     global _runtime
     with _lock:
         if _runtime is None:
+            observability.setup()
             _runtime = Runtime(Settings.from_env())
         if lambda_context is not None:
             _runtime.learn_home_account(lambda_context)

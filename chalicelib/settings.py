@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chalicelib.arns import glob_problem
 from chalicelib.constants import DEFAULT_QUARANTINE_POLICY_NAME, DEFAULT_REMEDIATION_ROLE, DEFAULT_TABLE_NAME, MODES
@@ -14,7 +14,12 @@ _POLICY_NAME_RE = re.compile(r"^[\w+=,.@-]{1,128}$")
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
 _QUEUE_RE = re.compile(r"^[\w-]{1,80}$")
 _ROLE_NAME_RE = re.compile(r"^[\w+=,.@-]{1,64}$")
+_URL_RE = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+DEFAULT_PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
+#: A sink setting with this value is read from the guardrail's secret (GUARDRAIL_SLACK_SECRET_ID).
+FROM_SECRET = "secret"  # noqa: S105 - a marker, not a password
+_TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no", ""})
 
 
 class SettingsError(ValueError):
@@ -45,6 +50,13 @@ class Settings:
     sweep_exclude: tuple[str, ...] = ()
     org_discovery: str = "auto"  # auto (on when the organization is readable) | true | false
     sweep_queue: str = ""
+    security_hub: bool = False
+    pagerduty_routing_key: str = field(default="", repr=False)
+    pagerduty_url: str = DEFAULT_PAGERDUTY_URL
+    webhook_url: str = field(default="", repr=False)
+    sink_timeout: float = 5.0
+    sink_retries: int = 2
+    decision_url: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -81,7 +93,32 @@ class Settings:
         role = env.get("GUARDRAIL_REMEDIATION_ROLE", "").strip() or DEFAULT_REMEDIATION_ROLE
         if not _POLICY_NAME_RE.match(role):
             raise SettingsError(f"GUARDRAIL_REMEDIATION_ROLE {role!r} is not a role name")
+        hub = env.get("GUARDRAIL_SECURITY_HUB", "").strip().lower()
+        if hub not in _TRUE | _FALSE:
+            raise SettingsError(f"GUARDRAIL_SECURITY_HUB must be true or false, got {hub!r}")
+        routing_key = env.get("GUARDRAIL_PAGERDUTY_ROUTING_KEY", "").strip()
+        secret_id = env.get("GUARDRAIL_SLACK_SECRET_ID", "").strip()
+        urls = {
+            name: env.get(name, "").strip()
+            for name in ("GUARDRAIL_PAGERDUTY_URL", "GUARDRAIL_WEBHOOK_URL", "GUARDRAIL_DECISION_URL")
+        }
+        for name, url in urls.items():
+            if url and url != FROM_SECRET and not _URL_RE.match(url):
+                raise SettingsError(f"{name} must be an http(s) URL")  # the value may be a secret: not echoed
+        for name, value in (
+            ("GUARDRAIL_PAGERDUTY_ROUTING_KEY", routing_key),
+            ("GUARDRAIL_WEBHOOK_URL", urls["GUARDRAIL_WEBHOOK_URL"]),
+        ):
+            if value == FROM_SECRET and not secret_id:
+                raise SettingsError(f"{name}={FROM_SECRET} needs GUARDRAIL_SLACK_SECRET_ID")
         return cls(
+            security_hub=hub in _TRUE,
+            pagerduty_routing_key=routing_key,
+            pagerduty_url=urls["GUARDRAIL_PAGERDUTY_URL"] or DEFAULT_PAGERDUTY_URL,
+            webhook_url=urls["GUARDRAIL_WEBHOOK_URL"],
+            decision_url=urls["GUARDRAIL_DECISION_URL"],
+            sink_timeout=_number(env, "GUARDRAIL_SINK_TIMEOUT", 5.0, float),
+            sink_retries=int(_number(env, "GUARDRAIL_SINK_RETRIES", 2, int)),
             home_account=home,
             remediation_role=role,
             external_id=env.get("GUARDRAIL_EXTERNAL_ID", "").strip(),

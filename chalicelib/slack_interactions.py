@@ -130,7 +130,7 @@ class SlackInteractions:
         self._claim(event_id, clicker, action_id)
         try:
             outcome = self._decide(action_id, account, user, event_id, clicker, case)
-            if email is None:
+            if email is None and action_id != ACTION_KEEP_QUARANTINED:
                 outcome += " (self-approval not checked: no Slack bot token to look up the approver's email)"
         except ReleaseFailedError as exc:
             outcome = f":x: Approved by <@{clicker}>, but the release is incomplete: {safe(str(exc), 500)}"

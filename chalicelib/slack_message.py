@@ -26,6 +26,7 @@ from chalicelib.constants import (
 from chalicelib.events import IamEvent
 from chalicelib.iam import ActionResult
 from chalicelib.policy import Decision
+from chalicelib.selfguard import role_change, target
 
 HEADER_MAX: Final = 150
 SECTION_MAX: Final = 3000
@@ -96,9 +97,10 @@ def build_alert(
     event: IamEvent, decision: Decision, results: Sequence[ActionResult] = (), *, notes: Sequence[str] = ()
 ) -> dict[str, Any]:
     """The Slack message (`text` fallback and `blocks`) for one decision; `notes` are the guardrail's own text."""
-    user = event.target_user_name or "(no user)"
+    part = target(event)  # a policy or role of the guardrail's own, not a user
+    user = (part[1] or f"(no {part[0]})") if part else event.target_user_name or "(no user)"
     monitor = decision.mode == MONITOR
-    title = _TITLES.get(decision.verdict, "IAM event")
+    title = "Guardrail's own " + part[0] + " changed" if part else _TITLES.get(decision.verdict, "IAM event")
     if monitor and decision.verdict != APPROVE:
         title = f"[monitor] would {decision.verdict}"
     mark = _SEVERITY_MARK.get(decision.severity, ":information_source:")
@@ -115,6 +117,8 @@ def build_alert(
         fields.append(f"*Access key*\n{code(event.access_key_id, 200)}")
     if decision.integration:
         fields.append(f"*Integration*\n{safe(decision.integration, 200)}")
+    if part and part[0] == "role":
+        fields.append(f"*Change*\n{code(role_change(event), 1500)}")
     if decision.backdoor:
         fields.append("*Pattern*\nkey or password created for another user (backdoor)")
     blocks: list[dict[str, Any]] = [

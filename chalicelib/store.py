@@ -9,7 +9,7 @@ One table, keys `pk`/`sk`:
 | the guardrail's record of a user | `USER` | `<account>#<user>` |
 | exception | `EXCEPTION` | `<account>#<user>` |
 | audit record (append-only) | `AUDIT` | `<ISO time>#<id>` |
-| alert not yet delivered | `OUTBOX` | `<ISO time>#<id>` |
+| alert not yet delivered (`sink`: slack, pagerduty, webhook) | `OUTBOX` | `<ISO time>#<id>[#<sink>]` |
 | an event's arrival from an account (TTL; silence detection) | `SEEN#<account>` | `<ISO time>#<eventID>` |
 | an account's latest sweep result and heartbeat (fanout.py, silence.py) | `ACCOUNT` | `<account>` |
 | a creator's alert count in a 10-minute window (TTL; outbox.py) | `BURST` | `<window>#<creator>` |
@@ -32,6 +32,7 @@ from typing import Any, Final
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.alerts import SLACK_SINK
 from chalicelib.constants import EVENT_RECORD_TTL_DAYS
 from chalicelib.iam import error_code
 from chalicelib.policy import ActiveException
@@ -347,15 +348,19 @@ class Store:
         now = self._clock()
         self._write(self._ddb.put_item, **self._audit_put(record, now, uuid.uuid4().hex))
 
-    def save_unsent_alert(self, event_id: str, message: Mapping[str, Any], error: str) -> None:
-        item = self._outbox_item(event_id, message, error, self._clock())
+    def save_unsent_alert(self, event_id: str, message: Mapping[str, Any], error: str, *, sink: str = "") -> None:
+        """Queue an alert; `sink` names a destination other than Slack (alerts.deliver_queued)."""
+        item = self._outbox_item(event_id, message, error, self._clock(), sink)
         self._write(self._ddb.put_item, TableName=self.table, Item=_encode(item))
 
     @staticmethod
-    def _outbox_item(event_id: str, message: Mapping[str, Any], error: str, now: datetime) -> dict[str, Any]:
+    def _outbox_item(
+        event_id: str, message: Mapping[str, Any], error: str, now: datetime, sink: str = ""
+    ) -> dict[str, Any]:
         return {
             "pk": OUTBOX_PK,
-            "sk": f"{iso(now)}#{event_id}",
+            "sk": f"{iso(now)}#{event_id}" + (f"#{sink}" if sink else ""),
+            "sink": sink or SLACK_SINK,
             "event_id": event_id,
             "message": json.dumps(message, separators=(",", ":")),
             "error": error[:500],

@@ -11,21 +11,29 @@ sweep decides to change.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chalicelib.alerts import AlertDeliveryError, Notifier
+from chalicelib import observability
+from chalicelib.alerts import AlertDeliveryError, Notifier, Sink, deliver_queued
 from chalicelib.allowlist import Allowlist
 from chalicelib.approvals import Approvals
-from chalicelib.constants import ACCESS_KEY, ENFORCE, STATUS_APPROVED, STATUS_QUARANTINED, TAG_REASON, TAG_STATUS
-from chalicelib.iam import DONE, GONE, ActionResult, IamActions
-from chalicelib.policy import parse_credential_ref
+from chalicelib.constants import (
+    ACCESS_KEY,
+    CRITICAL,
+    ENFORCE,
+    STATUS_APPROVED,
+    STATUS_QUARANTINED,
+    TAG_REASON,
+    TAG_STATUS,
+)
+from chalicelib.iam import DONE, FAILED, GONE, INTACT, AccountAccessError, ActionResult, IamActions
+from chalicelib.policy import RESTORE_QUARANTINE_POLICY, parse_credential_ref
 from chalicelib.reconcile import (
     DEACTIVATE_EXTRA_KEYS,
     DEACTIVATE_RECORDED,
@@ -51,13 +59,18 @@ from chalicelib.store import (
     exception_from_item,
     is_active_exception,
     iso,
+    parse_iso,
     user_sk,
     utcnow,
 )
 
 log = logging.getLogger(__name__)
 META_PK = "META"
+#: An alert still unsent this long after it was first queued counts as stuck (metric AlertQueued).
+OUTBOX_STUCK_AFTER = timedelta(minutes=1)
 DIGEST_SK = "DIGEST"
+#: The finding of an account whose quarantine policy's default version is not deny-all.
+POLICY_TAMPERED = "quarantine_policy_tampered"
 
 
 @dataclass
@@ -115,7 +128,9 @@ class Reconciler:
         mode: str,
         dry_run: bool = False,
         clock: Callable[[], datetime] = utcnow,
+        account: str = "",
     ) -> None:
+        self.account = account
         self.iam = iam
         self.store = store
         self.allowlist = allowlist
@@ -123,6 +138,7 @@ class Reconciler:
         self._clock = clock
 
     def run(self, report: SweepReport) -> None:
+        self._check_quarantine_policy(report)
         now = self._clock()
         users = account_users(self.iam.user_details(), parse_credential_report(self.iam.credential_report()))
         items = list(self.store.query(USER_PK))
@@ -167,6 +183,41 @@ class Reconciler:
                 elif finding.action:
                     row.result = "not done (dry run or monitor mode)"
                 report.rows.append(row)
+
+    def _check_quarantine_policy(self, report: SweepReport) -> None:
+        """Before users are judged: the policy that quarantines them must deny everything (2 reads)."""
+        if not self.account:
+            report.errors.append("the quarantine policy was not checked: the account is unknown")
+            return
+        result = self.iam.check_quarantine_policy(self.account, restore=self.act)
+        if result.status == INTACT:
+            return
+        if result.status == FAILED:
+            report.errors.append(f"{self.account}: quarantine policy: {result.describe()}")
+            return
+        row = Row(
+            self.account,
+            self.iam.policy_name,
+            "quarantine_policy",
+            POLICY_TAMPERED,
+            CRITICAL,
+            f"{result.target}: {result.detail}",
+            action=RESTORE_QUARANTINE_POLICY,
+            result="done" if result.status == DONE else "not done (dry run or monitor mode)",
+        )
+        report.rows.append(row)
+        try:
+            self.store.append_audit(
+                {
+                    "kind": f"sweep_{RESTORE_QUARANTINE_POLICY}",
+                    "account": self.account,
+                    "by": "sweep",
+                    "reason": row.detail,
+                    "results": [result.describe()],
+                }
+            )
+        except StoreUnavailableError as exc:
+            log.error("sweep could not record the quarantine policy check: %s", exc)
 
     def _recorded_still_active(
         self, user: AccountUser, record: Mapping[str, Any], report: SweepReport
@@ -277,6 +328,20 @@ def findings_message(rows: list[Row], title: str, limit: int = 40) -> dict[str, 
     return notice(title, sections, fallback=f"{title}: {summary or 'no findings'}")
 
 
+def policy_tampered_message(rows: list[Row]) -> dict[str, Any]:
+    """Critical: a quarantine policy that does not deny everything releases every quarantined user."""
+    lines = [
+        f":rotating_light: *CRITICAL* The quarantine policy of {safe(r.account, 12)} was not deny-all: "
+        f"{safe(r.detail, 600)} → {safe(r.result, 120)}"
+        for r in rows
+    ]
+    lines.append(
+        "No event told the guardrail (a lost or filtered event): find who changed the policy in CloudTrail "
+        "(CreatePolicyVersion, SetDefaultPolicyVersion)."
+    )
+    return notice("Quarantine policy tampered", ["\n".join(lines)])
+
+
 def sweep_errors_message(errors: list[str]) -> dict[str, Any]:
     text = ":x: The sweep could not check everything:\n" + "\n".join(f"• {safe(e, 300)}" for e in errors[:20])
     return notice("Sweep incomplete", [text])
@@ -289,8 +354,14 @@ def run_sweep(
     notifier: Notifier,
     reconcilers: Iterable[Callable[[], Reconciler]] = (),
     clock: Callable[[], datetime] = utcnow,
+    sinks: Mapping[str, Sink] | None = None,
+    observers: Iterable[Callable[[SweepReport], None]] = (),
 ) -> SweepReport:
-    """`reconcilers` build one Reconciler per account (building one may fail: the account is reported)."""
+    """`reconcilers` build one Reconciler per account (building one may fail: the account is reported).
+
+    `sinks` are the destinations besides Slack that outbox items may name; `observers` see the
+    report once every account is reconciled (Security Hub imports the hygiene findings).
+    """
     report = SweepReport()
     report.expired = approvals.expire_due()
     for item in report.expired:
@@ -300,17 +371,26 @@ def run_sweep(
             build().run(report)
         except Exception as exc:  # the other accounts, the outbox and the digest still run
             log.exception("reconciliation failed")
+            if isinstance(exc, AccountAccessError):
+                observability.count(observability.ACCOUNT_UNREACHABLE)
             report.errors.append(f"reconciliation failed: {type(exc).__name__}: {exc}")
     if report.errors:
         _deliver(store, notifier, f"sweep-errors-{clock():%Y%m%dT%H%M}", sweep_errors_message(report.errors))
+    tampered = [r for r in report.findings if r.finding == POLICY_TAMPERED]
+    if tampered:
+        _deliver(store, notifier, f"policy-tampered-{clock():%Y%m%dT%H%M}", policy_tampered_message(tampered))
     if reconcilers:
-        acted = [r for r in report.findings if r.result == "done"]
+        acted = [r for r in report.findings if r.result == "done" and r.finding != POLICY_TAMPERED]
         if acted:
             message = findings_message(acted, "Sweep: the guardrail acted on missed changes")
             _deliver(store, notifier, f"sweep-{clock():%Y%m%dT%H%M}", message)
         report.digest_sent = _daily_digest(store, notifier, report, clock())
-    _resend_outbox(store, notifier, report)
-    log.info(json.dumps({"msg": "sweep done", **report.to_dict()}, default=str))
+        for observe in observers:
+            observe(report)
+    _resend_outbox(store, notifier, report, sinks, clock())
+    log.info("sweep done", extra=report.to_dict())
+    observability.count(observability.SWEEP_FINDINGS, len(report.findings))
+    observability.flush()
     return report
 
 
@@ -338,12 +418,16 @@ def _deliver(store: Store, notifier: Notifier, key: str, message: dict[str, Any]
         store.save_unsent_alert(key, message, str(exc))
 
 
-def _resend_outbox(store: Store, notifier: Notifier, report: SweepReport) -> None:
+def _resend_outbox(
+    store: Store, notifier: Notifier, report: SweepReport, sinks: Mapping[str, Sink] | None, now: datetime
+) -> None:
+    stuck = 0
     for queued in list(store.query(OUTBOX_PK)):
         try:
-            notifier.send(json.loads(queued["message"]))
+            deliver_queued(queued, slack=notifier, sinks=sinks)
         except AlertDeliveryError as exc:
             report.still_unsent += 1
+            stuck += _queued_at(queued) < now - OUTBOX_STUCK_AFTER
             report.errors.append(f"{queued['event_id']}: {exc}")
             continue
         except ValueError:
@@ -354,3 +438,12 @@ def _resend_outbox(store: Store, notifier: Notifier, report: SweepReport) -> Non
         except StoreUnavailableError as exc:  # sent but not deleted: a repeat next hour beats a loss
             report.errors.append(f"{queued['event_id']}: {exc}")
         report.resent += 1
+    observability.count(observability.ALERT_QUEUED, stuck)  # 0 too: the alarm needs data points
+
+
+def _queued_at(item: Mapping[str, Any]) -> datetime:
+    """When an outbox item was first queued (its sort key starts with that time)."""
+    try:
+        return parse_iso(str(item.get("first_failed_at") or item["sk"].split("#", 1)[0]))
+    except (ValueError, KeyError):
+        return datetime.min.replace(tzinfo=UTC)  # unknown: count it as stuck

@@ -4,6 +4,7 @@ the Chalice test client, and AWS call counting through botocore's event hooks.""
 from __future__ import annotations
 
 import contextlib
+import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -85,6 +86,9 @@ class Aws:
     throttle: dict[str, int] = field(default_factory=dict)
     #: Answer these API actions with this AWS error code, always (e.g. {"AssumeRole": "AccessDenied"}).
     refuse: dict[str, str] = field(default_factory=dict)
+    #: Answer requests to these URL paths of REST-JSON services with this error code, always
+    #: (e.g. {"/findings/import": "InvalidAccessException"}: Security Hub disabled; moto does not check).
+    refuse_path: dict[str, str] = field(default_factory=dict)
 
     def invoke(self, raw: dict[str, Any], *, wrap: bool = True) -> dict[str, Any]:
         """Deliver an event to the real `on_iam_event` handler, as EventBridge would.
@@ -129,6 +133,10 @@ class Aws:
             if remaining and f"Action={action}&" in body + "&":
                 self.throttle[action] = remaining - 1
                 return _error_response(request.url, "Throttling", "Rate exceeded")
+        for path, code in self.refuse_path.items():
+            if request.url.split("?", 1)[0].endswith(path):
+                body = json.dumps({"__type": code, "message": f"refused by the test: {code}"}).encode()
+                return AWSResponse(request.url, 403, {"x-amzn-ErrorType": code}, _Raw(body))
         for action, code in self.refuse.items():
             if f"Action={action}&" in body + "&":
                 return _error_response(request.url, code, f"refused by the test: {code}")

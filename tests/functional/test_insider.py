@@ -398,3 +398,24 @@ def test_an_envelope_whose_account_disagrees_with_the_record_is_rejected(aws: Aw
     wrapped["account"] = "999999999999"
     result = aws.invoke(wrapped, wrap=False)
     assert result["status"] == "rejected" and "disagree" in result["reason"]
+
+
+def test_a_failed_create_user_of_an_existing_name_does_not_wipe_its_record(aws: Aws) -> None:
+    aws.iam.create_user(UserName="bob")
+    key = aws.iam.create_access_key(UserName="bob")["AccessKey"]["AccessKeyId"]
+    aws.invoke(record("CreateAccessKey", "bob", MALLORY, access_key_id=key))
+    refused = record("CreateUser", "bob", MALLORY, error_code="EntityAlreadyExists")
+    assert aws.invoke(refused)["verdict"] == "ignore"
+    aws.iam.update_access_key(UserName="bob", AccessKeyId=key, Status="Active")
+    reactivate = credential_event("UpdateAccessKey", "bob", MALLORY, None, accessKeyId=key, status="Active")
+    assert aws.invoke(reactivate)["verdict"] == "alert"
+    assert aws.user_state("bob")["keys"][key] == "Inactive"
+
+
+def test_a_failed_rename_does_not_move_the_record(aws: Aws) -> None:
+    aws.iam.create_user(UserName="evil")
+    aws.invoke(record("CreateUser", "evil", MALLORY))
+    refused = credential_event("UpdateUser", "evil", MALLORY, None, newUserName="svc-datadog")
+    refused["errorCode"] = "AccessDenied"
+    assert aws.invoke(refused)["verdict"] == "ignore"
+    assert [r["sk"] for r in aws.items("USER")] == [f"{ACCOUNT}#evil"]

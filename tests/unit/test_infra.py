@@ -89,7 +89,8 @@ def test_member_account_template_lints_clean() -> None:
 
 
 def test_resources_fragment_lints_clean_but_for_references_to_chalices_resources(tmp_path: Path) -> None:
-    # E1020/E6101: Ref/GetAtt of OnIamEvent, Sweep, OnIamEventRole, which `chalice package` adds.
+    # E1020/E6101/E1019: Ref/GetAtt/Sub of OnIamEvent, Sweep, OnIamEventRole, which `chalice package`
+    # adds (the merged package below is linted with every check).
     # SweepWorker is an overlay of Chalice's function (FunctionResponseTypes): alone it is not a
     # whole resource, so it is linted where it belongs, in the merged package below.
     text = RESOURCES.read_text()
@@ -97,7 +98,7 @@ def test_resources_fragment_lints_clean_but_for_references_to_chalices_resources
     fragment = tmp_path / "resources.yaml"
     fragment.write_text(text[:start] + text[end:])
     assert "SweepWorker:" not in fragment.read_text().split("Resources:")[1].split("SweepWorkerErrorsAlarm")[0]
-    done = lint(fragment, "E1020", "E6101")
+    done = lint(fragment, "E1020", "E6101", "E1019")
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -258,6 +259,9 @@ def test_member_remediation_role_has_the_lambda_roles_iam_permissions_and_no_mor
     [tag] = [s for s in member["Statement"] if s["Sid"] in heartbeat]
     assert tag["Resource"] == f"arn:aws:iam::111122223333:policy/{DEFAULT_QUARANTINE_POLICY_NAME}"
     assert tag["Condition"]["ForAllValues:StringEquals"] == {"aws:TagKeys": ["guardrail:heartbeat"]}
+    role = template(MEMBER)["Resources"]["GuardrailRemediationRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    [versions] = [s for s in role["Statement"] if "iam:CreatePolicyVersion" in s["Action"]]
+    assert versions["Resource"] == {"Ref": "QuarantinePolicy"}  # that account's quarantine policy, nothing else
 
 
 def test_member_role_trusts_only_the_guardrail_with_an_external_id() -> None:
@@ -296,3 +300,28 @@ def test_central_bus_accepts_events_from_the_organization_only() -> None:
     statement = bus["Properties"]["Statement"]
     assert statement["Action"] == "events:PutEvents"
     assert statement["Condition"] == {"StringEquals": {"aws:PrincipalOrgID": {"Ref": "OrganizationId"}}}
+
+
+def test_alarms_and_dashboard_address_the_metrics_the_code_publishes() -> None:
+    from chalicelib import observability
+
+    resources = template(RESOURCES)["Resources"]
+    for name, metric in (
+        ("AlertQueuedAlarm", observability.ALERT_QUEUED),
+        ("AccountUnreachableAlarm", observability.ACCOUNT_UNREACHABLE),
+    ):
+        alarm = resources[name]["Properties"]
+        assert (alarm["Namespace"], alarm["MetricName"]) == (observability.NAMESPACE, metric)
+        assert alarm["Dimensions"] == [{"Name": "service", "Value": observability.SERVICE}]
+        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+    body = resources["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    sample = re.sub(r"\$\{[^}]+\}", "x", body)
+    widgets = json.loads(sample)["widgets"]
+    shown = {
+        m[1]
+        for w in widgets
+        if w["type"] == "metric"
+        for m in w["properties"]["metrics"]
+        if m[0] == observability.NAMESPACE or m[0] == "."
+    }
+    assert shown == set(observability.METRICS)

@@ -23,6 +23,7 @@ RECEIVERS = {
     "self._cloudtrail": "cloudtrail",
     "self._org": "organizations",
     "self._sqs": "sqs",
+    "self._hub": "securityhub",
 }
 #: Used by Lambda itself with the function's role, not by our code: logs, and the on-failure
 #: destination of asynchronous invocations (infra/resources.yaml's dead-letter queue).
@@ -39,6 +40,14 @@ ACCOUNT_WIDE = {
     "iam:GenerateCredentialReport",
     "iam:GetCredentialReport",
     "organizations:ListAccounts",
+}
+#: The calls that keep the quarantine policy deny-all: on that one policy only.
+POLICY_VERSION_ACTIONS = {
+    "iam:GetPolicy",
+    "iam:GetPolicyVersion",
+    "iam:ListPolicyVersions",
+    "iam:CreatePolicyVersion",
+    "iam:DeletePolicyVersion",
 }
 #: A transaction is authorised per item action.
 EXPANDS = {
@@ -90,6 +99,8 @@ def test_scanner_finds_the_calls() -> None:
     used = actions_used()
     assert {"iam:AttachUserPolicy", "iam:TagUser", "dynamodb:BatchGetItem", "secretsmanager:GetSecretValue"} <= used
     assert MEMBER_ONLY | {"organizations:ListAccounts", "sqs:GetQueueUrl", "sqs:SendMessage"} <= used
+    assert {"securityhub:BatchImportFindings", "securityhub:GetFindings"} <= used
+    assert used >= POLICY_VERSION_ACTIONS
 
 
 @pytest.mark.parametrize("path", POLICIES, ids=lambda p: p.name)
@@ -111,6 +122,9 @@ def test_role_covers_every_call_and_nothing_broader(path) -> None:
             assert statement["Condition"]["ArnEquals"]["iam:PolicyARN"].endswith(
                 ":policy/iam-user-guardrail-quarantine"
             )
+        if POLICY_VERSION_ACTIONS & set(actions):
+            assert set(actions) == POLICY_VERSION_ACTIONS, statement["Sid"]
+            assert statement["Resource"] == "arn:aws:iam::*:policy/iam-user-guardrail-quarantine"
         if "iam:TagUser" in actions:
             assert statement["Condition"]["ForAllValues:StringLike"]["aws:TagKeys"] == ["guardrail:*"]
         if any(a.startswith("sqs:") for a in ([actions] if isinstance(actions, str) else actions)):
