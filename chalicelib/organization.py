@@ -77,7 +77,7 @@ def plan_accounts(
             code = str(exc).rsplit(": ", 1)[-1]
             if discovery == "true" or code not in NOT_READABLE:
                 plan.errors.append(str(exc))
-            log.info("organization not read (%s); sweeping the explicit list", code)
+            log.debug("organization not read (%s); sweeping the explicit list", code)
     excluded = set(exclude)
     seen = {home}
     plan.accounts = [home]
