@@ -162,10 +162,10 @@ def validate_allowlist(data: Any, *, source: str = "<memory>") -> Allowlist:
         raise AllowlistError(source, ["the document must be a mapping with 'version' and 'integrations'"])
     v.unknown_keys(data, _TOP_KEYS, "top level")
     version = data.get("version")
-    if version not in SUPPORTED_VERSIONS:
+    if isinstance(version, bool) or not isinstance(version, int) or version not in SUPPORTED_VERSIONS:
         v.problem(f"version: unsupported value {version!r} (supported: {sorted(SUPPORTED_VERSIONS)})")
     mode = data.get("mode", ENFORCE)
-    if mode not in MODES:
+    if not isinstance(mode, str) or mode not in MODES:
         v.problem(f"mode: must be one of {sorted(MODES)}, got {mode!r}")
     max_days = v.integer(data, "exception_max_days", "top level", default=30, low=1, high=MAX_EXCEPTION_DAYS)
     approvers = _approvers(v, data.get("approvers"))

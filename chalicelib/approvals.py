@@ -210,6 +210,12 @@ class Approvals:
         record = found.get((USER_PK, user_sk(account, user)), {})
         case_id = request.case_event_id or str(record.get("quarantine_event_id", ""))
         case = self.store.get(event_pk(case_id), EVENT_SK) if case_id else None
+        if case and case.get("user_id") and case["user_id"] != user_id:
+            # The alert was about a user since deleted: its button must not release whoever holds the name now.
+            raise ConflictError(
+                f"{user} in {account} is not the user this alert was about (that user was deleted and the name "
+                "reused): nothing was approved"
+            )
         requester = request.requester or str((case or {}).get("actor_arn", ""))
         if request.source != "slack" and self._is_requester(request, case or {}):
             raise ForbiddenError("self-approval: the approver created this user or credential", "approver")

@@ -323,7 +323,7 @@ def _parse_time(value: Any) -> datetime:
     text = f"{day}T{clock}.{micros}{'+00:00' if zone in (None, 'Z') else zone}"
     try:
         return datetime.fromisoformat(text).astimezone(UTC)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # OverflowError: year 1 or 9999 moved out of range by the zone
         raise MalformedEventError(f"eventTime {value[:40]!r}: {exc}") from None
 
 

@@ -160,8 +160,9 @@ class CredentialRule:
     noun: str
     #: The step that undoes it: deactivation (reversible) or deleting the login profile.
     undo: str
-    #: Undone alongside a quarantine too (only reversible undos are: a deleted password cannot be
-    #: given back on approval, and the quarantine policy already denies the console).
+    #: Undone alongside a quarantine too. Every kind is: an approval gives back only what it
+    #: deactivated, and a password left in place would sign in the moment any approval releases
+    #: the user (it cannot be deactivated, only deleted; an administrator sets a new one).
     undo_on_quarantine: bool
     #: Rule names: (allowed, over an integration's limit, made by someone outside created_by, unapproved user).
     rules: tuple[str, str, str, str]
@@ -240,7 +241,7 @@ CREDENTIALS: Final[Mapping[str, CredentialRule]] = {
             LOGIN_PROFILE,
             "console password",
             DELETE_LOGIN_PROFILE,
-            False,
+            True,
             ("console_allowed", "console_not_allowed", "password_by_unlisted_creator", "unapproved_console_password"),
             _check_console,
         ),

@@ -21,7 +21,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from chalicelib.approvals import ApprovalError, Approvals, GrantRequest, ReleaseFailedError
 from chalicelib.constants import ACTION_APPROVE_PREFIX, ACTION_KEEP_QUARANTINED, APPROVE_BUTTON_DAYS, QUARANTINE
-from chalicelib.slack_message import DECISION_BLOCK_ID, safe
+from chalicelib.slack_message import DECISION_BLOCK_ID, SECTION_MAX, clip, mrkdwn, safe
 from chalicelib.store import EVENT_SK, Store, StoreUnavailableError, event_pk, iso
 
 log = logging.getLogger(__name__)
@@ -91,14 +91,13 @@ class SlackInteractions:
         if not timestamp or not signature:
             return False
         try:
-            secret = self._signing_secret()
-        except Exception as exc:  # no secret, no verification: fail closed
+            verifier = SignatureVerifier(self._signing_secret(), clock=_Clock(self._clock))
+        except Exception as exc:  # no (or an empty) secret, no verification: fail closed
             log.error("cannot verify Slack requests: %s", type(exc).__name__)
             return False
-        verifier = SignatureVerifier(secret, clock=_Clock(self._clock))
         try:
             return bool(verifier.is_valid(body=body, timestamp=timestamp, signature=signature))
-        except ValueError:  # a non-numeric timestamp
+        except (ValueError, TypeError):  # a non-numeric timestamp; a non-ASCII signature (compare_digest)
             return False
 
     def _act(self, payload: dict[str, Any]) -> None:
@@ -136,7 +135,7 @@ class SlackInteractions:
             outcome = f":x: Approved by <@{clicker}>, but the release is incomplete: {safe(str(exc), 500)}"
         except ApprovalError as exc:
             self.store.delete(decision_pk(event_id), DECISION_SK)
-            raise RefusedError(str(exc)) from None
+            raise RefusedError(safe(str(exc), 500)) from None
         except Exception:
             self.store.delete(decision_pk(event_id), DECISION_SK)  # undecided: the click may be repeated
             raise
@@ -191,7 +190,7 @@ class SlackInteractions:
             b for b in message.get("blocks", []) if isinstance(b, dict) and b.get("block_id") != DECISION_BLOCK_ID
         ]
         blocks = [b for b in blocks if b.get("type") != "actions"]
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": outcome}})
+        blocks.append({"type": "section", "text": mrkdwn(outcome)})
         self._post(payload, {"replace_original": True, "text": outcome, "blocks": blocks})
 
     def _refuse(self, payload: Mapping[str, Any], reason: str) -> None:
@@ -211,7 +210,8 @@ class SlackInteractions:
         self._tell(payload, f":no_entry: {reason}")
 
     def _tell(self, payload: Mapping[str, Any], text: str) -> None:
-        self._post(payload, {"response_type": "ephemeral", "replace_original": False, "text": text})
+        reply = {"response_type": "ephemeral", "replace_original": False, "text": text}
+        self._post(payload, {**reply, "blocks": [{"type": "section", "text": mrkdwn(clip(text, SECTION_MAX))}]})
 
     def _post(self, payload: Mapping[str, Any], message: Mapping[str, Any]) -> None:
         url = payload.get("response_url")

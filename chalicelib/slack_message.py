@@ -1,14 +1,23 @@
 """Build Slack Block Kit alerts. Pure: no I/O.
 
 Every string that came from an event (user names, user agents, ARNs, tags, reasons that quote
-them) is escaped for mrkdwn and cut to Block Kit's limits, so a creator cannot inject
-`<!channel>`, links or mentions into the security team's channel.
+them) is made harmless before it reaches the security team's channel:
+
+- `&`, `<` and `>` are escaped, so nobody can write `<!channel>`, `<@U…>` or `<https://…|…>`;
+- control, format (bidi) and line-separator characters are shown as `\\u…` escapes, so a value
+  stays on its line and reads the way it is stored;
+- every mrkdwn text object is `verbatim: true`, so Slack does not turn a domain, an email,
+  `@here` or `#channel` in a name into a live link or mention;
+- names (users, sessions, ARNs, user agents, key ids) are shown in code spans, backticks removed
+  so nothing breaks out;
+- everything is cut to Block Kit's limits.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -47,6 +56,11 @@ _TITLES = {
 }
 
 
+#: Characters Slack can turn into a link, a mention or a channel name.
+_LINKABLE = re.compile(r"[@.:/#]")
+_VISIBLE = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def escape(text: str) -> str:
     """Escape the three characters Slack treats as control sequences in mrkdwn."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -63,9 +77,16 @@ def clip(text: str, limit: int) -> str:
     return cut + "…"
 
 
+def visible(text: str) -> str:
+    """Show control, format (bidi), separator and surrogate characters as escapes: one line, no tricks."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _VISIBLE.get(ch) or f"\\u{ord(ch):04x}" for ch in text)
+
+
 def safe(text: str, limit: int) -> str:
     """Escape, then clip: the form every event-supplied string takes in a message."""
-    return clip(escape(text), limit)
+    return clip(escape(visible(text)), limit)
 
 
 def plain(text: str, limit: int) -> str:
@@ -77,6 +98,30 @@ def plain(text: str, limit: int) -> str:
 def code(text: str, limit: int) -> str:
     """A value shown in a code span (backticks removed so it cannot break out)."""
     return "`" + safe(text.replace("`", "'"), limit - 2) + "`" if text else "_none_"
+
+
+def literal(text: str, limit: int) -> str:
+    """A short value an event author chose: in a code span when Slack could link it, else escaped."""
+    return code(text, limit) if _LINKABLE.search(text) else safe(text.replace("`", "'"), limit)
+
+
+def quoted(text: str, names: Iterable[str], limit: int) -> str:
+    """`text` escaped, with each of `names` it quotes that Slack could link (a domain, an email,
+    an ARN, `@here`) shown in a code span. Backticks elsewhere become quotes, so spans pair up."""
+    linkable = sorted({n for n in names if n and _LINKABLE.search(n)}, key=len, reverse=True)
+    if not linkable:
+        return safe(text.replace("`", "'"), limit)
+    alternatives = "|".join(map(re.escape, linkable))
+    # A name the reason puts in quotes loses them to the code span.
+    pattern = re.compile(rf"'({alternatives})'|(?<!\w)({alternatives})(?!\w)")
+    parts: list[str] = []
+    last = 0
+    for found in pattern.finditer(text):
+        parts.append(escape(visible(text[last : found.start()].replace("`", "'"))))
+        parts.append(code(found.group(1) or found.group(2), limit))
+        last = found.end()
+    parts.append(escape(visible(text[last:].replace("`", "'"))))
+    return clip("".join(parts), limit)
 
 
 def cloudtrail_url(event: IamEvent) -> str:
@@ -105,12 +150,13 @@ def build_alert(
         title = f"[monitor] would {decision.verdict}"
     mark = _SEVERITY_MARK.get(decision.severity, ":information_source:")
     header = plain(f"{title}: {user}", HEADER_MAX)
+    names = event_names(event)
     fields = [
-        f"*Who*\n{safe(event.actor.display, FIELD_MAX - 10)}",
-        f"*What*\n{safe(event.event_name, 64)} → {code(user, 200)}",
+        f"*Who*\n{_who(event)}",
+        f"*What*\n{literal(event.event_name, 64)} → {code(user, 200)}",
         f"*From*\nIP {code(event.source_ip or 'unknown', 100)}\nUA {code(event.user_agent, 1000)}",
         f"*When*\n{event.event_time.strftime('%Y-%m-%d %H:%M:%S UTC')}",
-        f"*Account / region*\n{safe(event.account or 'unknown', 64)} / {safe(event.region or 'unknown', 64)}",
+        f"*Account / region*\n{literal(event.account or 'unknown', 64)} / {literal(event.region or 'unknown', 64)}",
         f"*Decision*\n{decision.verdict} ({decision.severity}, {decision.mode})",
     ]
     if event.access_key_id:
@@ -125,25 +171,58 @@ def build_alert(
         {"type": "header", "text": {"type": "plain_text", "text": header, "emoji": True}},
         {
             "type": "section",
-            "text": _mrkdwn(clip(f"{mark} *{decision.severity.upper()}* {safe(decision.reason, 2800)}", SECTION_MAX)),
+            "text": mrkdwn(
+                clip(f"{mark} *{decision.severity.upper()}* {quoted(decision.reason, names, 2800)}", SECTION_MAX)
+            ),
         },
-        {"type": "section", "fields": [_mrkdwn(clip(f, FIELD_MAX)) for f in fields[:FIELDS_MAX]]},
+        {"type": "section", "fields": [mrkdwn(clip(f, FIELD_MAX)) for f in fields[:FIELDS_MAX]]},
     ]
     if results:
-        lines = "\n".join(f"• {safe(r.describe(), 300)}" for r in results)
-        blocks.append({"type": "section", "text": _mrkdwn(clip(f"*Actions*\n{lines}", SECTION_MAX))})
+        lines = "\n".join(f"• {quoted(r.describe(), names, 300)}" for r in results)
+        blocks.append({"type": "section", "text": mrkdwn(clip(f"*Actions*\n{lines}", SECTION_MAX))})
     elif monitor and decision.steps:
-        blocks.append({"type": "section", "text": _mrkdwn("*Actions*\nnone: monitor mode changes nothing in IAM")})
+        blocks.append({"type": "section", "text": mrkdwn("*Actions*\nnone: monitor mode changes nothing in IAM")})
     links = [f"<{cloudtrail_url(event)}|CloudTrail event>"]
     if event.target_user_name:
         links.append(f"<{iam_user_url(event.target_user_name)}|IAM user>")
     links.append(f"event {code(event.event_id, 120)}")
-    blocks.append({"type": "context", "elements": [_mrkdwn(" · ".join(links))]})
-    blocks += [{"type": "context", "elements": [_mrkdwn(clip(note, SECTION_MAX))]} for note in notes]
+    blocks.append({"type": "context", "elements": [mrkdwn(" · ".join(links))]})
+    blocks += [{"type": "context", "elements": [mrkdwn(clip(note, SECTION_MAX))]} for note in notes]
     if decision.quarantines and event.target_user_name and not monitor:
         blocks.append(_buttons(event))
-    fallback = clip(f"{title}: {escape(user)} ({decision.severity}). {escape(decision.reason)}", FALLBACK_MAX)
+    fallback = safe(f"{title}: {user} ({decision.severity}). {decision.reason}", FALLBACK_MAX)
     return {"text": fallback, "blocks": blocks[:BLOCKS_MAX]}
+
+
+def event_names(event: IamEvent) -> tuple[str, ...]:
+    """The strings of an event its author chose (names, ARNs, tags): what reasons may quote."""
+    actor = event.actor
+    return (
+        event.target_user_name,
+        event.target_user_arn,
+        event.target_user_path,
+        event.renamed_from,
+        event.credential_id,
+        event.error_code,
+        event.source_ip,
+        actor.arn,
+        actor.session_issuer_arn,
+        actor.session_name,
+        actor.user_name,
+        actor.invoked_by,
+        *event.request_tag_keys,
+    )
+
+
+def _who(event: IamEvent) -> str:
+    actor = event.actor
+    if actor.type == "AssumedRole" and actor.session_issuer_arn:
+        return f"{code(actor.session_issuer_arn, 1000)} (session {code(actor.session_name, 800)})"
+    if actor.arn:
+        return code(actor.arn, 1500)
+    if actor.invoked_by:
+        return code(actor.invoked_by, 1500)
+    return literal(actor.type or "unknown", 100)
 
 
 def _buttons(event: IamEvent) -> dict[str, Any]:
@@ -171,16 +250,20 @@ def _buttons(event: IamEvent) -> dict[str, Any]:
 
 
 def notice(title: str, sections: Sequence[str], *, fallback: str = "") -> dict[str, Any]:
-    """A plain notice: a header and mrkdwn sections (already escaped by the caller), within limits."""
+    """A plain notice: a header and verbatim mrkdwn sections, within limits.
+
+    Callers build `sections` and `fallback` with `safe`, `code` or `quoted` around every value
+    that did not come from the guardrail itself."""
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": plain(title, HEADER_MAX)}}
     ]
-    blocks += [{"type": "section", "text": _mrkdwn(clip(text, SECTION_MAX))} for text in sections if text]
+    blocks += [{"type": "section", "text": mrkdwn(clip(text, SECTION_MAX))} for text in sections if text]
     return {"text": clip(fallback or "\n".join(sections) or title, FALLBACK_MAX), "blocks": blocks[:BLOCKS_MAX]}
 
 
-def _mrkdwn(text: str) -> dict[str, str]:
-    return {"type": "mrkdwn", "text": text}
+def mrkdwn(text: str) -> dict[str, Any]:
+    """A mrkdwn text object Slack does not preprocess: no auto-linked URLs, emails, channels or mentions."""
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
 
 
 def render_text(message: dict[str, Any]) -> str:

@@ -47,7 +47,7 @@ from chalicelib.reconcile import (
     parse_credential_report,
     reconcile,
 )
-from chalicelib.slack_message import notice, safe
+from chalicelib.slack_message import code, notice, quoted, safe
 from chalicelib.store import (
     EVENT_SK,
     EXCEPTION_PK,
@@ -296,11 +296,12 @@ class Reconciler:
 
 
 def expiry_notice(item: Mapping[str, Any]) -> dict[str, Any]:
-    user, account = safe(str(item["user"]), 64), safe(str(item["account"]), 20)
-    done = "; ".join(item.get("results", []))
+    user, account = code(str(item["user"]), 130), safe(str(item["account"]), 20)
+    done = "; ".join(str(result) for result in item.get("results", []))
+    approver, expired = safe(str(item.get("approver", "")), 120), safe(str(item.get("expires_at", "")), 40)
     text = (
-        f":hourglass: The exception of `{user}` in {account} (approved by {safe(str(item.get('approver', '')), 120)}) "
-        f"expired at {item.get('expires_at', '')}: quarantined again. {safe(done, 1500)}"
+        f":hourglass: The exception of {user} in {account} (approved by {approver}) "
+        f"expired at {expired}: quarantined again. {safe(done, 1500)}"
     )
     return notice("Exception expired: user quarantined again", [text])
 
@@ -308,9 +309,9 @@ def expiry_notice(item: Mapping[str, Any]) -> dict[str, Any]:
 def findings_message(rows: list[Row], title: str, limit: int = 40) -> dict[str, Any]:
     """A Slack summary of sweep findings: counts, then one line per finding (owner to contact)."""
     counts = Counter(r.finding for r in rows)
-    summary = ", ".join(f"{n} {kind}" for kind, n in counts.most_common())
+    summary = safe(", ".join(f"{n} {kind}" for kind, n in counts.most_common()), 1000)
     lines = [
-        f"• `{safe(r.user, 64)}` ({safe(r.account, 12)}) *{r.finding}*: {safe(r.detail, 200)}"
+        f"• {code(r.user, 130)} ({safe(r.account, 12)}) *{safe(r.finding, 40)}*: {quoted(r.detail, (r.user,), 200)}"
         + (f" → {safe(r.result or r.action, 120)}" if r.action else "")
         + (f" — owner {safe(r.owner, 80)}" if r.owner else "")
         for r in rows[:limit]

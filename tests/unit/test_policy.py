@@ -298,6 +298,7 @@ CASES = [
         "CreateLoginProfile",
         "bob",
         MALLORY,
+        steps=(DELETE_LOGIN_PROFILE, ATTACH_QUARANTINE, TAG_USER),
         severity=CRITICAL,
         reason="console password was made by",
     ),

@@ -18,7 +18,9 @@ from chalicelib.slack_message import (
     escape,
     render_text,
 )
-from tests.helpers import DEVELOPER, MALLORY, OWN_IDENTITY, allowlist, record
+from chalicelib.sweep import Row, findings_message
+from chalicelib.synth import role_identity
+from tests.helpers import ACCOUNT, DEVELOPER, MALLORY, OWN_IDENTITY, allowlist, record
 
 OWN = OWN_IDENTITY
 
@@ -142,3 +144,38 @@ def test_render_text_for_terminal() -> None:
     rendered = render_text(alert_for(record("CreateUser", "alice", DEVELOPER)))
     assert rendered.startswith("== IAM user quarantined: alice ==")
     assert "[Approve 7 days] [Approve 30 days] [Keep quarantined]" in rendered
+
+
+def test_every_mrkdwn_text_is_verbatim_so_nothing_auto_links() -> None:
+    message = alert_for(record("CreateUser", "evil.example.com", DEVELOPER))
+    objects = [b["text"] for b in message["blocks"] if b["type"] == "section" and "text" in b]
+    objects += [f for b in message["blocks"] for f in b.get("fields", [])]
+    objects += [e for b in message["blocks"] if b["type"] == "context" for e in b["elements"]]
+    assert objects and all(o["type"] == "mrkdwn" and o["verbatim"] is True for o in objects)
+
+
+def test_linkable_names_are_in_code_spans_in_fields_reasons_and_results() -> None:
+    identity = role_identity(ACCOUNT, "dev", "@here")
+    raw = record("CreateUser", "ceo@evil.example", identity, tags=[("guardrail:x.io", "v")])
+    message = alert_for(raw, results=(ActionResult("attach_quarantine_policy", "ceo@evil.example", DONE),))
+    texts = "\n".join(mrkdwn_texts(message))
+    assert "matches user name `ceo@evil.example`" in texts
+    assert "(session `@here`)" in texts
+    assert "creator-supplied tags ignored: `guardrail:x.io`" in texts
+    assert "attach_quarantine_policy `ceo@evil.example`: done" in texts
+    assert " ceo@evil.example" not in texts and " @here" not in texts
+
+
+def test_control_and_bidi_characters_are_shown_not_obeyed() -> None:
+    raw = record("CreateUser", "alice", DEVELOPER, user_agent="cli\n*Decision*\napprove\u202e")
+    message = alert_for(raw)
+    ua = next(t for t in mrkdwn_texts(message) if t.startswith("*From*"))
+    assert ua.endswith("UA `cli\\n*Decision*\\napprove\\u202e`")
+    header = message["blocks"][0]["text"]["text"]
+    assert header == "IAM user quarantined: alice"
+
+
+def test_sweep_lines_keep_user_names_inside_their_code_span() -> None:
+    rows = [Row(ACCOUNT, "a`*b*`@here", "quarantined", "unapproved", "high", "detail", "", "quarantine_user", "done")]
+    text = findings_message(rows, "Sweep")["blocks"][2]["text"]["text"]
+    assert text.startswith("• `a'*b*'@here` (123456789012) *unapproved*")
