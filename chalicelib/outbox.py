@@ -114,7 +114,7 @@ def rollup_message(window: str, creator: str, items: list[Mapping[str, Any]]) ->
         for i in items
     ]
     head = (
-        f":rotating_light: *Burst*: {len(items)} more alert(s) from {safe(creator, 300)} in the window from "
+        f":rotating_light: *Burst*: {len(items)} more alert(s) from {code(creator, 300)} in the window from "
         f"{end} UTC (more than {BURST_LIMIT} in {BURST_WINDOW_MINUTES} minutes). Every quarantine already "
         "happened; the users are listed here instead of one message each."
     )

@@ -42,7 +42,7 @@ from chalicelib.constants import (
     TAG_POLICY_EVENT,
 )
 from chalicelib.iam import error_code
-from chalicelib.slack_message import notice, safe
+from chalicelib.slack_message import code, notice, safe
 from chalicelib.store import Store, StoreUnavailableError, event_pk, iso, parse_iso, utcnow
 
 log = logging.getLogger(__name__)
@@ -305,7 +305,7 @@ class PipelineWatch:
 def rule_tamper_alert(account: str, rule: str, event_name: str, actor: str, when: str) -> dict[str, Any]:
     text = (
         f":rotating_light: *CRITICAL* `{safe(event_name, 40)}` on the guardrail's EventBridge rule "
-        f"`{safe(rule, 64)}` in account {safe(account, 20)} by {safe(actor, 300)} at {safe(when, 40)}. "
+        f"`{safe(rule, 64)}` in account {safe(account, 20)} by {code(actor, 300)} at {safe(when, 40)}. "
         "IAM events from this account may no longer reach the guardrail: restore the rule "
         "(re-deploy the StackSet instance) and run `python -m chalicelib.cli sweep --accounts "
         f"{safe(account, 20)}`."
