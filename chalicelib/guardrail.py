@@ -24,6 +24,7 @@ from chalicelib.constants import (
     ACCESS_KEY,
     APPROVE,
     CREATE_USER,
+    CREDENTIAL_STATUS_EVENTS,
     DEFAULT_QUARANTINE_POLICY_NAME,
     DELETE_USER,
     ENFORCE,
@@ -371,6 +372,12 @@ class Guardrail:
             if decision.quarantines:
                 update["quarantine_event_id"] = event.event_id
         approved = decision.verdict == APPROVE and event.credential_kind == ACCESS_KEY and event.credential_id
+        switched_off = (
+            event.event_name in CREDENTIAL_STATUS_EVENTS
+            and event.credential_id
+            and event.request_parameters.get("status") == "Inactive"
+            and not event.error_code
+        )
         audit = {
             "kind": "decision",
             "event_id": event.event_id,
@@ -419,6 +426,7 @@ class Guardrail:
             ),
             deactivated_keys=deactivated,
             approved_keys=(event.credential_id,) if approved else (),
+            unapproved_keys=(credential_ref(event.credential_kind, event.credential_id),) if switched_off else (),
             unsent_alert=result.message if alert_error else None,
             alert_error=alert_error,
             # A failed call changed nothing: a CreateUser refused with EntityAlreadyExists must not

@@ -277,7 +277,11 @@ def facts_needed(event: IamEvent, allowlist: Allowlist, exception: ActiveExcepti
     if event.error_code or not event.target_user_name:
         return FactsNeeded()
     user_id = exception is not None and not event.target_user_id
-    if event.event_name not in CREDENTIAL_EVENTS and event.event_name not in LIFECYCLE_EVENTS:
+    if (
+        event.event_name not in CREDENTIAL_EVENTS
+        and event.event_name not in LIFECYCLE_EVENTS
+        and not is_reactivation(event)
+    ):
         return FactsNeeded(user_id=user_id)
     candidates = allowlist.candidates(event.target_user_name)
     return FactsNeeded(
@@ -312,12 +316,25 @@ def decide(
         decision = _own_parts(event, own_roles, quarantine_policy, roles)
     elif event.event_name in TAMPER_EVENTS:
         decision = _tamper(event, own_roles, active, record or {}, quarantine_policy)
+        if decision.rule == "not_guardrail_key" and is_reactivation(event):
+            # A credential switched back on is a credential made usable: the same rule as a new one.
+            decision = _decide(event, allowlist, active, facts)
     elif event.event_name in LIFECYCLE_EVENTS:
         decision = _lifecycle(event, allowlist, active, facts, record or {})
     else:
         decision = _decide(event, allowlist, active, facts)
     mode = mode or allowlist.mode
     return decision if mode == decision.mode else replace(decision, mode=mode)
+
+
+def is_reactivation(event: IamEvent) -> bool:
+    """An Update*Key/Credential/Certificate call that set a credential Active."""
+    return (
+        event.event_name in CREDENTIAL_STATUS_EVENTS
+        and not event.error_code
+        and bool(event.credential_id)
+        and event.request_parameters.get("status") == "Active"
+    )
 
 
 def bound_exception(exception: ActiveException | None, event: IamEvent, facts: UserFacts) -> ActiveException | None:
@@ -334,7 +351,7 @@ def bound_exception(exception: ActiveException | None, event: IamEvent, facts: U
 
 def _decide(event: IamEvent, allowlist: Allowlist, active: ActiveException | None, facts: UserFacts) -> Decision:
     name = event.event_name
-    if name not in CREATION_EVENT_NAMES:
+    if name not in CREATION_EVENT_NAMES and not is_reactivation(event):
         return Decision(IGNORE, f"{name} is not an event the guardrail acts on", rule="not_handled")
     if event.error_code:
         return Decision(IGNORE, f"{name} failed with {event.error_code}; nothing was created", rule="failed_call")
@@ -398,7 +415,9 @@ def _tamper(
         )
     if name == DETACH_USER_POLICY:
         policy_arn = str(event.request_parameters.get("policyArn", ""))
-        if not policy_arn.endswith(f":policy/{quarantine_policy}"):
+        if not is_quarantine_policy(
+            policy_arn, account=event.account, partition=event.partition, name=quarantine_policy
+        ):
             return Decision(
                 IGNORE,
                 f"DetachUserPolicy of {policy_arn or 'a policy'}, not the quarantine policy",
@@ -651,6 +670,7 @@ def _credential(
     user = event.target_user_name
     actor = event.actor.principal_arn or event.actor.display
     what = rule.describe(event)
+    made = "reactivated" if is_reactivation(event) else "made"
     backdoor = not event.actor_is_target
     provisioner = allowlist.provisioners.matches(event.actor.principal_arn)
     integration = match.integration
@@ -672,7 +692,7 @@ def _credential(
             return _exception_decision(event, active, notify=True)
         return Decision(
             ALERT,
-            f"{what} was made for {user} by {actor}, who is neither the user nor a provisioner: the exception "
+            f"{what} was {made} for {user} by {actor}, who is neither the user nor a provisioner: the exception "
             f"(approved by {active.approved_by or 'an approver'}) does not cover it; only the {rule.noun} is "
             f"{rule.undone}: possible backdoor",
             severity=CRITICAL,
@@ -684,7 +704,7 @@ def _credential(
     if integration:
         return Decision(
             ALERT,
-            f"{what} was made for integration user {user} by {actor}, who is not in the created_by of "
+            f"{what} was {made} for integration user {user} by {actor}, who is not in the created_by of "
             f"'{integration.name}': only the {rule.noun} is {rule.undone}",
             severity=CRITICAL,
             rule=rule.rules[2],
@@ -693,9 +713,9 @@ def _credential(
             notify=True,
             backdoor=backdoor,
         )
-    note = f"; {what} was made by {actor}"
+    note = f"; {what} was {made} by {actor}"
     if backdoor:
-        note = f"; {what} was made by another principal ({event.actor.display}): possible backdoor"
+        note = f"; {what} was {made} by another principal ({event.actor.display}): possible backdoor"
     undo = (rule.undo,) if rule.undo_on_quarantine else ()
     return Decision(
         QUARANTINE,

@@ -81,7 +81,8 @@ class Finding:
     owner: str = ""
     tags: tuple[tuple[str, str], ...] = ()
     keep_keys: int = 0
-    #: DEACTIVATE_RECORDED: the credential references to deactivate again.
+    #: DEACTIVATE_RECORDED: the credential references to deactivate again; DEACTIVATE_EXTRA_KEYS:
+    #: the keys to keep first (those the guardrail approved).
     credentials: tuple[str, ...] = ()
 
 
@@ -160,6 +161,8 @@ def reconcile(
                 DEACTIVATE_EXTRA_KEYS,
                 owner,
                 keep_keys=integration.max_access_keys,
+                # the keys the guardrail approved are kept first (a rotated-out key switched back on is not)
+                credentials=tuple(record.get("approved_keys", ())),
             )
         )
     if user.password_enabled and not integration.console_access:

@@ -114,6 +114,8 @@ class Outcome:
     deactivated_keys: tuple[str, ...] = ()
     #: Access keys the guardrail approved (never taken for the new key of a record without its id).
     approved_keys: tuple[str, ...] = ()
+    #: Credentials switched off by their owner: no longer approved (switching one back on is judged anew).
+    unapproved_keys: tuple[str, ...] = ()
     unsent_alert: Mapping[str, Any] | None = None
     alert_error: str = ""
     #: CreateUser: the record starts afresh (a re-created name inherits nothing).
@@ -258,13 +260,14 @@ class Store:
             if outcome.deactivated_keys:
                 fresh["deactivated_keys"] = set(outcome.deactivated_keys)
             return [{"Put": {"TableName": self.table, "Item": _encode(fresh)}}]
-        if outcome.user_update or outcome.approved_keys:
+        if outcome.user_update or outcome.approved_keys or outcome.unapproved_keys:
             update = self.user_update(
                 account,
                 user,
                 outcome.user_update,
                 add_keys=outcome.deactivated_keys,
                 add={"approved_keys": outcome.approved_keys},
+                discard={"approved_keys": outcome.unapproved_keys},
             )
             return [{"Update": update}]
         return []

@@ -263,7 +263,9 @@ class Reconciler:
             results = [self.iam.tag_user(user, finding.tags)]
             update |= {"status": STATUS_APPROVED, "tags": dict(finding.tags)}
         elif finding.action == DEACTIVATE_EXTRA_KEYS:
-            extra = self.iam.active_keys(user)[finding.keep_keys :]
+            active = self.iam.active_keys(user)  # oldest first
+            approved = [k for k in active if k in finding.credentials]
+            extra = (approved + [k for k in active if k not in approved])[finding.keep_keys :]
             results = [self.iam.set_key_status(user, key, "Inactive") for key in extra]
             deactivated = list(extra)
         elif finding.action == DELETE_LOGIN_PROFILE:

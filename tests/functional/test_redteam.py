@@ -242,11 +242,6 @@ def test_insider_made_terraform_deployer_role_approves_an_integration_user(aws: 
 # -- 8. a case variant of the quarantine policy's ARN detaches it without a revert ---------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team: DetachUserPolicy is matched with a case-sensitive endswith, but IAM resolves policy ARNs "
-    "without regard to case: a detach naming IAM-USER-GUARDRAIL-QUARANTINE is ignored (pure layer: moto is exact)",
-)
 def test_case_variant_policy_arn_detaches_the_quarantine_silently() -> None:
     # moto matches policy ARNs exactly, so the detach itself cannot run there; real IAM resolves
     # managed-policy ARNs case-insensitively (and selfguard.is_quarantine_policy already assumes so).
@@ -284,11 +279,6 @@ def rotated_integration_user(aws: Aws) -> tuple[str, str]:
     return old, new
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team: UpdateAccessKey to Active is judged only for keys the guardrail deactivated: an insider "
-    "silently re-enables an integration user's rotated-out (leaked) key, over max_access_keys",
-)
 def test_insider_reactivates_a_rotated_out_integration_key_silently(aws: Aws) -> None:
     old, _new = rotated_integration_user(aws)
     # The old key leaked (that is why it was rotated); Mallory switches it back on.
@@ -298,11 +288,6 @@ def test_insider_reactivates_a_rotated_out_integration_key_silently(aws: Aws) ->
     assert aws.slack.messages, "and nobody was told"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team: over max_access_keys the sweep keeps the OLDEST active keys, so a re-enabled rotated-out "
-    "key survives and the integration's current, approved key is the one switched off",
-)
 def test_sweep_keeps_the_reactivated_old_key_and_disables_the_approved_one(aws: Aws) -> None:
     old, new = rotated_integration_user(aws)
     aws.iam.update_access_key(UserName="svc-datadog", AccessKeyId=old, Status="Active")  # event missed

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.constants import ALERT, CRITICAL, IGNORE
+from chalicelib.constants import ALERT, CRITICAL, IGNORE, QUARANTINE
 from chalicelib.events import parse_event
 from chalicelib.policy import (
     ATTACH_QUARANTINE,
@@ -67,10 +67,10 @@ CASES = [
     ),
     ("reactivate", tamper("UpdateAccessKey", {"accessKeyId": KEY, "status": "Active"}), ALERT, (DEACTIVATE_KEY,), ()),
     (
-        "reactivate-other-key",
+        "reactivated-unrecorded-key",
         tamper("UpdateAccessKey", {"accessKeyId": "AKIAOTHER", "status": "Active"}),
-        IGNORE,
-        (),
+        QUARANTINE,
+        (DEACTIVATE_KEY, ATTACH_QUARANTINE, TAG_USER),
         (),
     ),
     ("deactivate", tamper("UpdateAccessKey", {"accessKeyId": KEY, "status": "Inactive"}), IGNORE, (), ()),
@@ -99,10 +99,10 @@ CASES = [
         (),
     ),
     (
-        "reactivate-other-ssh-key",
+        "reactivated-unrecorded-ssh-key",
         tamper("UpdateSSHPublicKey", {"sSHPublicKeyId": "APKAOTHER", "status": "Active"}),
-        IGNORE,
-        (),
+        QUARANTINE,
+        (DEACTIVATE_KEY, ATTACH_QUARANTINE, TAG_USER),
         (),
     ),
     (
@@ -171,6 +171,8 @@ def test_during_an_exception_only_still_deactivated_credentials_are_guarded(
     )
     # Approval gives back only what the approved alert deactivated (and removes it from the record):
     # a credential still listed there stays deactivated during the exception.
+    if name.startswith("reactivated-unrecorded"):
+        return  # judged like a new credential: test_a_credential_switched_back_on_is_judged_like_a_new_one
     expected = verdict if name.startswith("reactivate") else IGNORE
     assert decision.verdict == expected, decision.reason
 
@@ -207,3 +209,20 @@ def test_no_loop_when_tags_already_hold_the_guardrails_values() -> None:
     assert decide(parse_event(same), allowlist(), own_roles=OWN, record=RECORD).verdict == IGNORE
     not_ours = tamper("UntagUser", {"tagKeys": ["guardrail:integration"]})
     assert decide(parse_event(not_ours), allowlist(), own_roles=OWN, record=RECORD).verdict == IGNORE
+
+
+def test_a_credential_switched_back_on_is_judged_like_a_new_one() -> None:
+    """Not deactivated by the guardrail (rotated out by its owner, say): the creation rule decides.
+    A user outside the allowlist is quarantined; during its exception only the user or a
+    provisioner may switch it on."""
+    raw = tamper("UpdateAccessKey", {"accessKeyId": "AKIAOTHER", "status": "Active"})
+    assert decide(parse_event(raw), allowlist(), own_roles=OWN, record=RECORD).rule == "backdoor_key"
+    during = decide(
+        parse_event(raw),
+        allowlist(),
+        own_roles=OWN,
+        record=RECORD,
+        exception=EXCEPTION,
+        facts=UserFacts(user_id=BOB_ID),
+    )
+    assert (during.verdict, during.rule, during.steps) == (ALERT, "backdoor_during_exception", (DEACTIVATE_KEY,))
