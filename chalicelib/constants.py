@@ -58,6 +58,8 @@ TAMPER_EVENTS: Final = frozenset({DETACH_USER_POLICY, TAG_USER_EVENT, UNTAG_USER
 CREATE_POLICY_VERSION: Final = "CreatePolicyVersion"
 SET_DEFAULT_POLICY_VERSION: Final = "SetDefaultPolicyVersion"
 DELETE_POLICY_VERSION: Final = "DeletePolicyVersion"
+CREATE_POLICY: Final = "CreatePolicy"
+DELETE_POLICY: Final = "DeletePolicy"
 PUT_ROLE_POLICY: Final = "PutRolePolicy"
 ATTACH_ROLE_POLICY: Final = "AttachRolePolicy"
 DETACH_ROLE_POLICY: Final = "DetachRolePolicy"
@@ -66,8 +68,11 @@ UPDATE_ASSUME_ROLE_POLICY: Final = "UpdateAssumeRolePolicy"
 PUT_ROLE_PERMISSIONS_BOUNDARY: Final = "PutRolePermissionsBoundary"
 DELETE_ROLE_PERMISSIONS_BOUNDARY: Final = "DeleteRolePermissionsBoundary"
 
-#: The events that can change the quarantine policy's default document.
-POLICY_VERSION_EVENTS: Final = frozenset({CREATE_POLICY_VERSION, SET_DEFAULT_POLICY_VERSION, DELETE_POLICY_VERSION})
+#: The events that can change the quarantine policy's default document: its versions, and deleting
+#: it to create another of the same name (the same ARN) with another document.
+POLICY_VERSION_EVENTS: Final = frozenset(
+    {CREATE_POLICY_VERSION, SET_DEFAULT_POLICY_VERSION, DELETE_POLICY_VERSION, CREATE_POLICY, DELETE_POLICY}
+)
 #: The events that change what a role may do or who may assume it (watched on the guardrail's roles).
 ROLE_POLICY_EVENTS: Final = frozenset(
     {

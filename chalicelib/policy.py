@@ -56,7 +56,7 @@ from chalicelib.constants import (
 from chalicelib.events import IamEvent
 from chalicelib.identity import OwnIdentity
 from chalicelib.selfguard import guarded_roles as default_guarded_roles
-from chalicelib.selfguard import is_quarantine_policy, role_change
+from chalicelib.selfguard import is_quarantine_policy, policy_arn, role_change
 
 # Steps the actions layer carries out, in this order.
 DEACTIVATE_CREDENTIAL: Final = "deactivate_credential"
@@ -500,7 +500,7 @@ def _own_parts(event: IamEvent, own_roles: OwnIdentity, quarantine_policy: str, 
     by = event.actor.principal_arn or event.actor.display
     params = event.request_parameters
     if name in POLICY_VERSION_EVENTS:
-        arn = str(params.get("policyArn") or "")
+        arn = policy_arn(event)
         if not is_quarantine_policy(arn, account=event.account, partition=event.partition, name=quarantine_policy):
             return Decision(
                 IGNORE, f"{name} on {arn or 'a policy'}, not the quarantine policy", rule="not_quarantine_policy"

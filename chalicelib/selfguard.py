@@ -14,6 +14,7 @@ from typing import Any, Final
 from urllib.parse import unquote
 
 from chalicelib.constants import (
+    CREATE_POLICY,
     DEFAULT_REMEDIATION_ROLE,
     POLICY_VERSION_EVENTS,
     QUARANTINE_POLICY_DOCUMENT,
@@ -100,11 +101,25 @@ def guarded_roles(
     return frozenset(n.lower() for n in names)
 
 
+def policy_arn(event: IamEvent) -> str:
+    """The policy a policy event is about; CreatePolicy names it by name and path, not ARN."""
+    params = event.request_parameters
+    if event.event_name != CREATE_POLICY:
+        return str(params.get("policyArn") or "")
+    created = event.response_elements.get("policy")
+    if isinstance(created, Mapping) and isinstance(created.get("arn"), str):
+        return created["arn"]
+    name, path = params.get("policyName"), params.get("path") or "/"
+    if not isinstance(name, str) or not isinstance(path, str):
+        return ""
+    return f"arn:{event.partition}:iam::{event.account}:policy{path}{name}"
+
+
 def target(event: IamEvent) -> tuple[str, str] | None:
     """(kind, name) of the guardrail part an event is about: ("policy", ARN) or ("role", name)."""
     params = event.request_parameters
     if event.event_name in POLICY_VERSION_EVENTS:
-        return "policy", str(params.get("policyArn") or "")
+        return "policy", policy_arn(event)
     if event.event_name in ROLE_POLICY_EVENTS:
         return "role", str(params.get("roleName") or "")
     return None

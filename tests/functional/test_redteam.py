@@ -114,11 +114,6 @@ def test_stale_button_releases_a_recreated_user(aws: Aws) -> None:
 # -- 3. the quarantine policy is deleted and re-created as Allow-all: no event is watched -------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team: DeletePolicy/CreatePolicy of the quarantine policy are not watched and attach_quarantine "
-    "never checks the document: an Allow-all policy of that name is attached as the 'quarantine'",
-)
 def test_quarantine_policy_recreated_as_allow_all_grants_admin(aws: Aws) -> None:
     # No user is quarantined right now, and the restore left one version: DeletePolicy needs nothing else.
     aws.iam.delete_policy(PolicyArn=POLICY_ARN)
