@@ -3,18 +3,29 @@
 from typing import Any
 
 from chalice import Chalice, IAMAuthorizer, Rate, Response
-from chalice.app import CloudWatchEvent
+from chalice.app import CloudWatchEvent, SQSEvent
 
 from chalicelib import runtime
-from chalicelib.constants import CLOUDTRAIL_DETAIL_TYPE, EVENTBRIDGE_SOURCE, IAM_EVENT_SOURCE, SUBSCRIBED_EVENTS
+from chalicelib.constants import (
+    CLOUDTRAIL_DETAIL_TYPE,
+    EVENTBRIDGE_SOURCE,
+    EVENTS_EVENT_SOURCE,
+    EVENTS_SOURCE,
+    FORWARDED_EVENTS,
+    IAM_EVENT_SOURCE,
+    SWEEP_WORKER_CONCURRENCY,
+)
 
 app = Chalice(app_name="iam-user-guardrail")
 
+#: The IAM events, the heartbeat's TagPolicy, and DisableRule/DeleteRule/RemoveTargets (silence).
 IAM_EVENT_PATTERN = {
-    "source": [EVENTBRIDGE_SOURCE],
+    "source": [EVENTBRIDGE_SOURCE, EVENTS_SOURCE],
     "detail-type": [CLOUDTRAIL_DETAIL_TYPE],
-    "detail": {"eventSource": [IAM_EVENT_SOURCE], "eventName": sorted(SUBSCRIBED_EVENTS)},
+    "detail": {"eventSource": [IAM_EVENT_SOURCE, EVENTS_EVENT_SOURCE], "eventName": sorted(FORWARDED_EVENTS)},
 }
+#: Chalice writes it into an Fn::Sub: CloudFormation resolves ${Stage} (infra/resources.yaml's SweepQueue).
+SWEEP_QUEUE = "iam-user-guardrail-${Stage}-sweep"
 
 
 class UncheckedEvent(CloudWatchEvent):
@@ -27,7 +38,7 @@ class UncheckedEvent(CloudWatchEvent):
 
 @app.on_cw_event(IAM_EVENT_PATTERN, name="on_iam_event")
 def on_iam_event(event: CloudWatchEvent) -> dict:
-    return runtime.get(event.context).guardrail.handle(event.to_dict()).to_dict()
+    return runtime.get(event.context).handle_event(event.to_dict())
 
 
 app.handler_map["on_iam_event"].event_class = UncheckedEvent
@@ -37,6 +48,16 @@ iam_auth = IAMAuthorizer()
 @app.schedule(Rate(1, unit=Rate.HOURS), name="sweep")
 def sweep(event: Any) -> dict:
     return runtime.get(event.context).run_sweep().to_dict()
+
+
+@app.on_sqs_message(queue=SWEEP_QUEUE, batch_size=5, name="sweep_worker", maximum_concurrency=SWEEP_WORKER_CONCURRENCY)
+def sweep_worker(event: SQSEvent) -> dict:
+    return runtime.get(event.context).run_worker(record.to_dict() for record in event)
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="flush_alerts")
+def flush_alerts(event: Any) -> dict:
+    return runtime.get(event.context).flush_alerts().to_dict()
 
 
 @app.route("/slack/interactions", methods=["POST"], content_types=["application/x-www-form-urlencoded"])

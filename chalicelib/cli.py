@@ -1,4 +1,4 @@
-"""Command line: `python -m chalicelib.cli {bootstrap,check-allowlist,audit,sweep,replay,scp,synth,demo}`."""
+"""Command line: `python -m chalicelib.cli {bootstrap,check-allowlist,audit,sweep,flush-alerts,replay,scp,...}`."""
 
 from __future__ import annotations
 
@@ -71,23 +71,60 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from chalicelib.fanout import sweep_accounts
     from chalicelib.runtime import Runtime
     from chalicelib.settings import Settings
-    from chalicelib.sweep import SweepReport
 
     try:
         runtime = Runtime(Settings.from_env())
-        report = SweepReport()
-        for account in runtime.sweep_accounts():
-            runtime.reconciler(account, dry_run=args.dry_run).run(report)
+        if args.accounts:
+            accounts = [a.strip() for a in args.accounts.split(",") if a.strip()]
+            bad = [a for a in accounts if not (len(a) == 12 and a.isdigit())]
+            if bad:
+                print(f"--accounts: {', '.join(bad)} is not a 12-digit account id", file=sys.stderr)
+                return 2
+            errors: list[str] = []
+        else:
+            plan = runtime.sweep_plan()
+            accounts, errors = plan.accounts, plan.errors
+        report = sweep_accounts(
+            accounts,
+            lambda account: runtime.account_sweep(account, dry_run=args.dry_run, notify=False),
+            concurrency=args.concurrency,
+        )
+        report.errors[:0] = errors
     except Exception as exc:  # cannot run: credentials, table, allowlist, IAM
         print(f"sweep could not run: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2, default=str))
+        print(json.dumps({"accounts": accounts, **report.to_dict()}, indent=2, default=str))
     else:
         print_table(report)
+        print(f"{len(accounts)} account(s)")
+    if report.errors:  # an account whose sweep crashed was not checked: say so, fail
+        print(f"sweep could not run for every account ({len(report.errors)} error(s)):", file=sys.stderr)
+        for error in report.errors:
+            print(f"  {error}", file=sys.stderr)
+        return 2
     return 1 if args.fail_on_findings and report.findings else 0
+
+
+def cmd_flush_alerts(args: argparse.Namespace) -> int:
+    from chalicelib.runtime import Runtime
+    from chalicelib.settings import Settings
+
+    try:
+        report = Runtime(Settings.from_env()).flush_alerts()
+    except Exception as exc:  # table unreachable, Slack secret unreadable
+        print(f"flush could not run: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"{report.rollups} roll-up(s) naming {report.rolled_up_users} user(s), {report.resent} queued alert(s) "
+        f"resent, {report.left} left for the next flush"
+    )
+    for error in report.errors:
+        print(f"error: {error}", file=sys.stderr)
+    return 1 if report.left else 0
 
 
 def print_table(report: Any) -> None:
@@ -189,6 +226,13 @@ def cmd_scp(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError("must be between 1 and 64")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m chalicelib.cli", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -207,7 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dry-run", action="store_true", help="report only: change nothing")
     sweep.add_argument("--json", action="store_true", help="print one JSON object")
     sweep.add_argument("--fail-on-findings", action="store_true", help="exit 1 when there are findings (CI)")
+    sweep.add_argument("--accounts", help="comma-separated account ids (default: home + organization + lists)")
+    sweep.add_argument("--concurrency", type=_positive, default=1, help="accounts swept at once (threads)")
     sweep.set_defaults(func=cmd_sweep)
+    flush = sub.add_parser("flush-alerts", help="post held burst roll-ups and queued alerts (paced)")
+    flush.set_defaults(func=cmd_flush_alerts)
     replay = sub.add_parser("replay", help="dry-run the decisions over CloudTrail log files (backtest)")
     replay.add_argument("paths", nargs="+", help=".json(.gz), .jsonl files, EventBridge envelopes, or folders")
     replay.add_argument("--allowlist", help="allowlist to test (default: the deployed one)")

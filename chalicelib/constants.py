@@ -157,3 +157,24 @@ QUARANTINE_POLICY_DOCUMENT: Final = {
         }
     ],
 }
+
+# Organization scale (issue 10): discovery, fan-out, silence detection, bursts.
+APP_NAME: Final = "iam-user-guardrail"
+#: The EventBridge rule infra/member-account.yaml creates in every member account.
+FORWARD_RULE_NAME: Final = "iam-user-guardrail-forward"
+EVENTS_EVENT_SOURCE: Final = "events.amazonaws.com"
+EVENTS_SOURCE: Final = "aws.events"
+#: The sweep tags the member's quarantine policy; the TagPolicy event proves the account is not silent.
+TAG_POLICY_EVENT: Final = "TagPolicy"
+TAG_HEARTBEAT: Final = "guardrail:heartbeat"
+#: Calls that silence an account's forwarding (or the guardrail's own rules): alerted when seen.
+RULE_TAMPER_EVENTS: Final = frozenset({"DisableRule", "DeleteRule", "RemoveTargets"})
+#: Everything the EventBridge rules (home and member) forward to on_iam_event.
+FORWARDED_EVENTS: Final = SUBSCRIBED_EVENTS | {TAG_POLICY_EVENT} | RULE_TAMPER_EVENTS
+#: The user column of a sweep row about an account rather than a user.
+ACCOUNT_ROW: Final = "(account)"
+#: Beyond this many alerts from one creator within the window, alerts are rolled up.
+BURST_LIMIT: Final = 5
+BURST_WINDOW_MINUTES: Final = 10
+#: At most this many sweep workers run at once (the SQS event source's maximum concurrency).
+SWEEP_WORKER_CONCURRENCY: Final = 50

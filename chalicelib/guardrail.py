@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib import observability
 from chalicelib.alerts import AlertDeliveryError, AlertSink, Notifier
@@ -67,6 +67,9 @@ from chalicelib.selfguard import guarded_roles as default_guarded_roles
 from chalicelib.selfguard import target
 from chalicelib.slack_message import build_alert
 from chalicelib.store import EventState, Outcome, Store, StoreUnavailableError
+
+if TYPE_CHECKING:
+    from chalicelib.outbox import BurstGate
 
 log = logging.getLogger(__name__)
 
@@ -163,12 +166,14 @@ class Guardrail:
         own_roles: OwnIdentity,
         policy_name: str = DEFAULT_QUARANTINE_POLICY_NAME,
         mode: str | None = None,
+        burst: BurstGate | None = None,
         sinks: Iterable[AlertSink] = (),
         guarded_roles: frozenset[str] | None = None,
         self_approval_checkable: Callable[[], bool] = lambda: True,
     ) -> None:
         self.sinks = sinks
         self.allowlist = allowlist
+        self.burst = burst
         self.iam_for = iam_for
         self.store = store
         self.notifier = notifier
@@ -230,8 +235,11 @@ class Guardrail:
                 notes = (SELF_APPROVAL_UNCHECKED,)
             result.message = build_alert(event, decision, result.results, notes=notes)
             try:
-                self.notifier.send(result.message)
-                result.alert = "sent"
+                if not failed and self.burst is not None and self.burst.hold(event, decision, result.message):
+                    result.alert = "rolled_up"  # named in the creator's roll-up by the next flush
+                else:
+                    self.notifier.send(result.message)
+                    result.alert = "sent"
             except AlertDeliveryError as exc:
                 alert_error = str(exc)
                 log.error("alert not delivered; queued", extra={"event_id": event.event_id, "error": alert_error})

@@ -135,6 +135,11 @@ class IamActions:
         self._iam = client
         self.policy_name = policy_name
 
+    @property
+    def client(self) -> Any:
+        """The IAM client these actions use (the silence checks tag the policy with it)."""
+        return self._iam
+
     def quarantine_policy_arn(self, account: str, partition: str = "aws") -> str:
         return f"arn:{partition}:iam::{account}:policy/{self.policy_name}"
 

@@ -33,8 +33,12 @@ from chalicelib.store import Store, utcnow
 
 if TYPE_CHECKING:  # the approval, sweep, Slack and sink modules load only where they are used
     from chalicelib.approvals import Approvals, CaseListener
+    from chalicelib.fanout import AccountSweep, ScheduleReport
+    from chalicelib.organization import AccountPlan
+    from chalicelib.outbox import BurstGate, FlushReport
     from chalicelib.rest import RestApi
     from chalicelib.securityhub import SecurityHub
+    from chalicelib.silence import PipelineWatch, SilenceCheck
     from chalicelib.sinks import Fanout
     from chalicelib.slack_interactions import SlackInteractions
     from chalicelib.sweep import Reconciler, SweepReport
@@ -89,7 +93,7 @@ class Runtime:
         self._clients: dict[str, Any] = {}
         self._emails: dict[str, str | None] = {}
         self._bot_token: str | None = None
-        self._members: dict[str, tuple[IamActions, datetime]] = {}
+        self._members: dict[str, tuple[IamActions, dict[str, str], datetime]] = {}
         #: Member account -> the id of the remediation role the guardrail assumed there (AROA...).
         self._member_role_ids: dict[str, str] = {}
         self._caller: dict[str, Any] | None = None
@@ -164,9 +168,24 @@ class Runtime:
         """
         if not account or account == self.home_account:
             return self.iam
+        return self._member(account)[0]
+
+    def member_client(self, account: str, service: str, region: str = "us-east-1") -> Any:
+        """A client for `service` in a member account, with the remediation role's credentials."""
+        credentials = self._member(account)[1]
+        with self._lock:
+            return self.member_session.client(service, region_name=region, config=self._config, **credentials)
+
+    @cached_property
+    def member_session(self) -> boto3.session.Session:
+        """One session for every member account's clients (its loaders and caches are shared: a
+        session per account costs far more than the calls); the credentials are per client."""
+        return boto3.session.Session()
+
+    def _member(self, account: str) -> tuple[IamActions, dict[str, str]]:
         cached = self._members.get(account)
-        if cached and cached[1] - timedelta(minutes=5) > utcnow():
-            return cached[0]
+        if cached and cached[2] - timedelta(minutes=5) > utcnow():
+            return cached[0], cached[1]
         role_arn = f"arn:aws:iam::{account}:role/{self.settings.remediation_role}"
         kwargs: dict[str, Any] = {
             "RoleArn": role_arn,
@@ -185,17 +204,17 @@ class Runtime:
         role_id = str(assumed.get("AssumedRoleUser", {}).get("AssumedRoleId", "")).split(":", 1)[0]
         if role_id:
             self._member_role_ids[account] = role_id
-        session = boto3.session.Session(
-            aws_access_key_id=credentials["AccessKeyId"],
-            aws_secret_access_key=credentials["SecretAccessKey"],
-            aws_session_token=credentials["SessionToken"],
-        )
-        actions = IamActions(
-            session.client("iam", config=self._config), policy_name=self.settings.quarantine_policy_name
-        )
+        keys = {
+            "aws_access_key_id": credentials["AccessKeyId"],
+            "aws_secret_access_key": credentials["SecretAccessKey"],
+            "aws_session_token": credentials["SessionToken"],
+        }
+        with self._lock:
+            iam_client = self.member_session.client("iam", config=self._config, **keys)
+        actions = IamActions(iam_client, policy_name=self.settings.quarantine_policy_name)
         expires = credentials["Expiration"]
-        self._members[account] = (actions, expires if expires.tzinfo else expires.replace(tzinfo=UTC))
-        return actions
+        self._members[account] = (actions, keys, expires if expires.tzinfo else expires.replace(tzinfo=UTC))
+        return actions, keys
 
     @cached_property
     def notifier(self) -> Notifier:
@@ -216,6 +235,7 @@ class Runtime:
                 self.settings.remediation_role, self.settings.own_roles, self.settings.own_role_names
             ),
             self_approval_checkable=lambda: bool(self.slack_bot_token()),
+            burst=self.burst_gate,
         )
 
     @cached_property
@@ -349,27 +369,127 @@ class Runtime:
             account=account or self.home_account,
         )
 
-    def sweep_accounts(self) -> list[str]:
-        """Home first, then the member accounts the sweep visits (GUARDRAIL_SWEEP_ACCOUNTS)."""
-        return ["", *[a for a in self.settings.sweep_accounts if a != self.home_account]]
+    def sweep_plan(self) -> AccountPlan:
+        """The accounts to sweep: home, the organization's (discovery), the explicit list, minus exclusions."""
+        from chalicelib.organization import Organization, plan_accounts
 
-    def run_sweep(self) -> SweepReport:
+        s = self.settings
+        return plan_accounts(
+            home=self.home_account,
+            discovery=s.org_discovery,
+            organization=Organization(self.client("organizations")) if s.org_discovery != "false" else None,
+            explicit=s.sweep_accounts,
+            exclude=s.sweep_exclude,
+        )
+
+    def account_sweep(
+        self, account: str, *, dry_run: bool = False, notify: bool = True, clock: Callable[[], datetime] = utcnow
+    ) -> AccountSweep:
+        """One account's sweep: its users, and for a member account the silence checks."""
+        from chalicelib.fanout import AccountSweep
+
+        member = bool(account) and account != self.home_account
+        return AccountSweep(
+            account=account or self.home_account,
+            reconciler=lambda: self.reconciler(account, dry_run=dry_run, clock=clock),
+            silence=(lambda: self.silence_check(account, clock=clock)) if member else None,
+            store=self.store,
+            notifier=self.notifier if notify else None,
+            dry_run=dry_run,
+            clock=clock,
+        )
+
+    def silence_check(self, account: str, *, clock: Callable[[], datetime] = utcnow) -> SilenceCheck:
+        from chalicelib.silence import IAM_REGION, SilenceCheck
+
+        actions = self.iam_for(account)  # raises AccountAccessError
+        return SilenceCheck(
+            account=account,
+            events=self.member_client(account, "events", IAM_REGION),
+            cloudtrail=self.member_client(account, "cloudtrail", IAM_REGION),
+            iam=actions.client,
+            dynamodb=self.client("dynamodb"),
+            table=self.settings.table,
+            policy_name=self.settings.quarantine_policy_name,
+            clock=clock,
+        )
+
+    def run_sweep(self) -> SweepReport | ScheduleReport:
+        """The hourly function: fan out through SQS when a queue is set, else sweep here."""
+        from chalicelib.fanout import SweepQueue, schedule_sweep
         from chalicelib.sweep import run_sweep
 
-        builders = [lambda account=account: self.reconciler(account) for account in self.sweep_accounts()]
-        hub, fanout = self.security_hub, self.fanout
-        swept = [account or self.home_account for account in self.sweep_accounts()]
-        observers: list[Callable[[SweepReport], None]] = [fanout.sweep] if fanout else []
-        if hub:
-            observers.append(lambda report: hub.sweep(report, swept))
-        return run_sweep(
+        plan = self.sweep_plan()
+        if self.settings.sweep_queue:
+            return schedule_sweep(
+                approvals=self.approvals,
+                store=self.store,
+                notifier=self.notifier,
+                queue=SweepQueue(self.client("sqs"), self.settings.sweep_queue),
+                accounts=plan.accounts,
+                discovered=plan.discovered,
+                errors=plan.errors,
+            )
+        builders = [lambda account=account: self.account_sweep(account) for account in plan.accounts]
+        report = run_sweep(
             approvals=self.approvals,
             store=self.store,
             notifier=self.notifier,
-            reconcilers=builders,
+            reconcilers=builders,  # type: ignore[arg-type]
             sinks=self.sinks,
-            observers=observers,
+            observers=self.sweep_observers(plan.accounts),
         )
+        report.errors += plan.errors
+        return report
+
+    def sweep_observers(self, accounts: list[str]) -> list[Callable[[SweepReport], None]]:
+        """Who sees a sweep's report besides Slack: the sinks, and Security Hub for the accounts swept."""
+        hub, sinks = self.security_hub, self.fanout
+        observers: list[Callable[[SweepReport], None]] = [sinks.sweep] if sinks else []
+        if hub:
+            observers.append(lambda report: hub.sweep(report, accounts))
+        return observers
+
+    def run_worker(self, records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+        """The SQS worker: one account per message; failures reported per message."""
+        from chalicelib.fanout import handle_messages, worker_sweep
+
+        def sweep_one(account: str) -> None:
+            report = worker_sweep(self.account_sweep(account), self.store, self.notifier)
+            for observe in self.sweep_observers([account]):
+                observe(report)
+
+        return handle_messages(records, sweep_one)
+
+    @cached_property
+    def burst_gate(self) -> BurstGate:
+        from chalicelib.outbox import BurstGate
+
+        return BurstGate(self.store, self.client("dynamodb"))
+
+    def flush_alerts(self) -> FlushReport:
+        from chalicelib.outbox import Flusher
+
+        return Flusher(self.store, self.notifier, sinks=self.sinks).flush()
+
+    @cached_property
+    def pipeline_watch(self) -> PipelineWatch:
+        from chalicelib.silence import PipelineWatch
+
+        return PipelineWatch(
+            store=self.store,
+            notifier=self.notifier,
+            policy_name=self.settings.quarantine_policy_name,
+            remediation_role=self.settings.remediation_role,
+        )
+
+    def handle_event(self, raw: Any) -> dict[str, Any]:
+        """on_iam_event: heartbeats and rule tampering go to the pipeline watch, the rest to the guardrail."""
+        from chalicelib.silence import pipeline_event
+
+        if pipeline_event(raw):
+            return self.pipeline_watch.handle(raw)
+        return self.guardrail.handle(raw).to_dict()
 
     def respond_to_slack(self, url: str, message: Mapping[str, Any]) -> None:
         """Post to an interaction's response_url (Slack's own hosts only)."""

@@ -12,6 +12,7 @@ from chalicelib.constants import DEFAULT_QUARANTINE_POLICY_NAME, DEFAULT_REMEDIA
 
 _POLICY_NAME_RE = re.compile(r"^[\w+=,.@-]{1,128}$")
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
+_QUEUE_RE = re.compile(r"^[\w-]{1,80}$")
 _ROLE_NAME_RE = re.compile(r"^[\w+=,.@-]{1,64}$")
 _URL_RE = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
@@ -46,6 +47,9 @@ class Settings:
     remediation_role: str = DEFAULT_REMEDIATION_ROLE
     external_id: str = ""
     sweep_accounts: tuple[str, ...] = ()
+    sweep_exclude: tuple[str, ...] = ()
+    org_discovery: str = "auto"  # auto (on when the organization is readable) | true | false
+    sweep_queue: str = ""
     security_hub: bool = False
     pagerduty_routing_key: str = field(default="", repr=False)
     pagerduty_url: str = DEFAULT_PAGERDUTY_URL
@@ -79,6 +83,13 @@ class Settings:
         for account in sweep_accounts:
             if not _ACCOUNT_RE.match(account):
                 raise SettingsError(f"GUARDRAIL_SWEEP_ACCOUNTS: {account!r} is not a 12-digit account id")
+        sweep_exclude = _accounts(env, "GUARDRAIL_SWEEP_EXCLUDE")
+        discovery = env.get("GUARDRAIL_ORG_DISCOVERY", "").strip().lower() or "auto"
+        if discovery not in ("auto", "true", "false"):
+            raise SettingsError(f"GUARDRAIL_ORG_DISCOVERY must be true, false or auto, got {discovery!r}")
+        queue = env.get("GUARDRAIL_SWEEP_QUEUE", "").strip()
+        if queue and not _QUEUE_RE.match(queue):
+            raise SettingsError(f"GUARDRAIL_SWEEP_QUEUE {queue!r} is not an SQS queue name")
         role = env.get("GUARDRAIL_REMEDIATION_ROLE", "").strip() or DEFAULT_REMEDIATION_ROLE
         if not _POLICY_NAME_RE.match(role):
             raise SettingsError(f"GUARDRAIL_REMEDIATION_ROLE {role!r} is not a role name")
@@ -112,6 +123,9 @@ class Settings:
             remediation_role=role,
             external_id=env.get("GUARDRAIL_EXTERNAL_ID", "").strip(),
             sweep_accounts=sweep_accounts,
+            sweep_exclude=sweep_exclude,
+            org_discovery=discovery,
+            sweep_queue=queue,
             table=env.get("GUARDRAIL_TABLE", "").strip() or DEFAULT_TABLE_NAME,
             quarantine_policy_name=policy,
             allowlist_path=env.get("GUARDRAIL_ALLOWLIST", "").strip(),
@@ -128,6 +142,14 @@ class Settings:
                 h.strip() for h in env.get("GUARDRAIL_SLACK_RESPONSE_HOSTS", "hooks.slack.com").split(",") if h.strip()
             ),
         )
+
+
+def _accounts(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    accounts = tuple(a.strip() for a in env.get(name, "").split(",") if a.strip())
+    for account in accounts:
+        if not _ACCOUNT_RE.match(account):
+            raise SettingsError(f"{name}: {account!r} is not a 12-digit account id")
+    return accounts
 
 
 def _listed(env: Mapping[str, str], name: str) -> tuple[str, ...]:

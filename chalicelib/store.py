@@ -10,6 +10,10 @@ One table, keys `pk`/`sk`:
 | exception | `EXCEPTION` | `<account>#<user>` |
 | audit record (append-only) | `AUDIT` | `<ISO time>#<id>` |
 | alert not yet delivered (`sink`: slack, pagerduty, webhook) | `OUTBOX` | `<ISO time>#<id>[#<sink>]` |
+| an event's arrival from an account (TTL; silence detection) | `SEEN#<account>` | `<ISO time>#<eventID>` |
+| an account's latest sweep result and heartbeat (fanout.py, silence.py) | `ACCOUNT` | `<account>` |
+| a creator's alert count in a 10-minute window (TTL; outbox.py) | `BURST` | `<window>#<creator>` |
+| an alert held for its creator's roll-up (outbox.py) | `ROLLUP` | `<window>#<creator>#<eventID>` |
 
 The fixed partitions keep bulk reads (the sweep, `GET /exceptions`) to one paginated Query.
 """
@@ -223,6 +227,9 @@ class Store:
             {"Put": self._audit_put(outcome.audit, now, outcome.event_id)},
         ]
         items += self._user_ops(outcome, now)
+        if outcome.account:  # when the account's last event arrived (silence detection reads it)
+            seen = {"pk": f"SEEN#{outcome.account}", "sk": f"{iso(now)}#{outcome.event_id}", "ttl": ttl}
+            items.append({"Put": {"TableName": self.table, "Item": _encode(seen)}})
         if outcome.unsent_alert is not None:
             item = self._outbox_item(outcome.event_id, outcome.unsent_alert, outcome.alert_error, now)
             items.append({"Put": {"TableName": self.table, "Item": _encode(item)}})

@@ -197,6 +197,7 @@ def aws(
     monkeypatch.setenv("GUARDRAIL_SLACK_RESPONSE_HOSTS", "127.0.0.1")
     monkeypatch.setenv("GUARDRAIL_HOME_ACCOUNT", "123456789012")  # in Lambda: from the function's context
     monkeypatch.delenv("GUARDRAIL_MODE", raising=False)
+    monkeypatch.delenv("GUARDRAIL_SWEEP_QUEUE")  # the sweep runs in one process unless a test fans out
     runtime.reset()
     iam, ddb = boto3.client("iam"), boto3.client("dynamodb")
     bootstrap(

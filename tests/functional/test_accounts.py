@@ -9,6 +9,7 @@ import pytest
 
 from chalicelib import runtime
 from chalicelib.bootstrap import ensure_quarantine_policy
+from chalicelib.constants import ACCOUNT_ROW
 from chalicelib.synth import role_identity
 from tests.functional.conftest import Aws
 from tests.helpers import ACCOUNT, OTHER_ACCOUNT, record
@@ -88,10 +89,13 @@ def test_sweep_visits_member_accounts(aws: Aws, member: boto3.client, monkeypatc
     member.create_user(UserName="legacy")
     aws.iam.create_user(UserName="home-legacy")
     report = aws.invoke_sweep()
-    assert {(f["account"], f["user"]) for f in report["findings"]} == {
+    assert {(f["account"], f["user"]) for f in report["findings"] if f["user"] != ACCOUNT_ROW} == {
         (OTHER_ACCOUNT, "legacy"),
         (ACCOUNT, "home-legacy"),
     }
+    # the member has neither forwarding rule nor trail here: it is silent, and said so
+    silent = {(f["account"], f["finding"]) for f in report["findings"] if f["user"] == ACCOUNT_ROW}
+    assert silent == {(OTHER_ACCOUNT, "forwarding_rule_missing"), (OTHER_ACCOUNT, "trail_not_logging")}
     assert policies(member, "legacy") == [POLICY]
     assert policies(aws.iam, "home-legacy") == [POLICY]
 
@@ -102,9 +106,14 @@ def test_unreachable_member_account_does_not_stop_the_sweep(aws: Aws, monkeypatc
     aws.refuse["AssumeRole"] = "AccessDenied"
     aws.iam.create_user(UserName="home-legacy")
     report = aws.invoke_sweep()
-    assert [f["user"] for f in report["findings"]] == ["home-legacy"]
-    assert any("AccessDenied" in e for e in report["errors"])
-    assert any("Sweep incomplete" in json.dumps(m) for m in aws.slack.messages)
+    assert [(f["user"], f["finding"]) for f in report["findings"]] == [
+        ("home-legacy", "unapproved"),
+        (ACCOUNT_ROW, "account_unreachable"),
+    ]
+    unreachable = report["findings"][1]
+    assert unreachable["account"] == OTHER_ACCOUNT and unreachable["severity"] == "critical"
+    assert "AccessDenied" in unreachable["detail"] and report["errors"] == []
+    assert any("account_unreachable" in json.dumps(m) and OTHER_ACCOUNT in json.dumps(m) for m in aws.slack.messages)
 
 
 def test_home_account_comes_from_the_lambda_context(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -284,12 +284,7 @@ def test_sweep_keeps_the_reactivated_old_key_and_disables_the_approved_one(aws: 
 # -- 10. a member account goes silent: nobody checks its forwarding rule ------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team: the sweep never checks a member account's forwarding rule (nor trail, nor heartbeat): "
-    "events:DisableRule on iam-user-guardrail-forward silences the account's events with no alert",
-)
-def test_disabled_forwarding_rule_is_never_alerted(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_disabled_forwarding_rule_is_alerted(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
     from chalicelib import runtime
 
     monkeypatch.setenv("GUARDRAIL_SWEEP_ACCOUNTS", OTHER_ACCOUNT)

@@ -16,12 +16,19 @@ def test_bench_tiny_mode_reports_every_figure() -> None:
     out = done.stdout
     for figure in (
         "cold start to first decision / bare boto3 floor",
-        "AWS calls, unapproved CreateUser (enforce) | 4 + 1 Slack post",
+        "AWS calls, unapproved CreateUser (enforce) | 5 + 1 Slack post",
         "decision throughput (parse + decide)",
         "replay / decompress + json.loads floor",
         "replay peak memory",
         "sweep, 30 users",
         "| CreateUser, approved integration | approve | 3 |",
         "| duplicate delivery | duplicate | 1 |",
+        "## Organization scale",
+        "| 4 | 6 | 1 |",
+        "| 4 | 6 | 8 |",
+        "| 1,000 |",
+        "| 5,000 |",
+        "Burst: 12 unapproved CreateUser events from 2 creators → 12 quarantined",
+        "every user named: yes",
     ):
         assert figure in out, figure

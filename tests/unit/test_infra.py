@@ -17,7 +17,7 @@ from parliament import analyze_policy_string
 
 from app import IAM_EVENT_PATTERN
 from chalicelib.bootstrap import TABLE_ATTRIBUTES, TABLE_KEY_SCHEMA, TTL_ATTRIBUTE
-from chalicelib.constants import DEFAULT_QUARANTINE_POLICY_NAME, QUARANTINE_POLICY_DOCUMENT
+from chalicelib.constants import DEFAULT_QUARANTINE_POLICY_NAME, QUARANTINE_POLICY_DOCUMENT, SWEEP_WORKER_CONCURRENCY
 from chalicelib.settings import Settings
 from tests.helpers import REPO
 
@@ -51,6 +51,8 @@ def resolve(value: Any, refs: dict[str, Any]) -> Any:
     if isinstance(value, dict):
         if set(value) == {"Ref"}:
             return refs.get(value["Ref"], SAMPLE.get(value["Ref"], value["Ref"]))
+        if set(value) == {"Fn::GetAtt"}:
+            return refs.get(".".join(value["Fn::GetAtt"]), value)
         if set(value) == {"Fn::Sub"}:
             return re.sub(r"\$\{([^}]+)\}", lambda m: str(SAMPLE.get(m.group(1), m.group(1))), value["Fn::Sub"])
         return {k: resolve(v, refs) for k, v in value.items()}
@@ -66,6 +68,7 @@ def template_policies(path: Path) -> dict[str, dict[str, Any]]:
         "QuarantinePolicy": f"arn:aws:iam::111122223333:policy/{DEFAULT_QUARANTINE_POLICY_NAME}",
         "GuardrailRoleArns": ["arn:aws:iam::999988887777:role/iam-user-guardrail-prod-on_iam_event"],
         "ExternalId": "example-external-id",
+        "ForwardIamEventsRule.Arn": "arn:aws:events:us-east-1:111122223333:rule/iam-user-guardrail-forward",
     }
     found = {}
     for name, resource in resources.items():
@@ -85,10 +88,17 @@ def test_member_account_template_lints_clean() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_resources_fragment_lints_clean_but_for_references_to_chalices_resources() -> None:
+def test_resources_fragment_lints_clean_but_for_references_to_chalices_resources(tmp_path: Path) -> None:
     # E1020/E6101/E1019: Ref/GetAtt/Sub of OnIamEvent, Sweep, OnIamEventRole, which `chalice package`
     # adds (the merged package below is linted with every check).
-    done = lint(RESOURCES, "E1020", "E6101", "E1019")
+    # SweepWorker is an overlay of Chalice's function (FunctionResponseTypes): alone it is not a
+    # whole resource, so it is linted where it belongs, in the merged package below.
+    text = RESOURCES.read_text()
+    start, end = text.index("  # Merged into the function"), text.index("  OnIamEventInvokeConfig:")
+    fragment = tmp_path / "resources.yaml"
+    fragment.write_text(text[:start] + text[end:])
+    assert "SweepWorker:" not in fragment.read_text().split("Resources:")[1].split("SweepWorkerErrorsAlarm")[0]
+    done = lint(fragment, "E1020", "E6101", "E1019")
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -122,9 +132,43 @@ def test_merged_package_wires_the_failure_path(packaged: Path) -> None:
     assert resources["OnIamEvent"]["Type"] == "AWS::Serverless::Function"
     pattern = resources["OnIamEvent"]["Properties"]["Events"]["OnIamEventEvent"]["Properties"]["Pattern"]
     assert pattern == json.loads(json.dumps(IAM_EVENT_PATTERN))
-    for role in ("OnIamEventRole", "SweepRole", "ApiHandlerRole"):
+    for role in ("OnIamEventRole", "SweepRole", "SweepWorkerRole", "FlushAlertsRole", "ApiHandlerRole"):
         [policy] = resources[role]["Properties"]["Policies"]
         assert policy["PolicyDocument"] == json.loads((REPO / ".chalice" / "policy-prod.json").read_text())
+
+
+def test_merged_package_fans_the_sweep_out_through_sqs(packaged: Path) -> None:
+    resources = template(packaged)["Resources"]
+    queue, dlq = resources["SweepQueue"]["Properties"], resources["SweepDeadLetterQueue"]["Properties"]
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["SweepDeadLetterQueue", "Arn"]},
+        "maxReceiveCount": 3,
+    }
+    assert dlq["MessageRetentionPeriod"] == 1209600
+    worker = resources["SweepWorker"]
+    assert worker["Type"] == "AWS::Serverless::Function" and worker["Properties"]["Handler"] == "app.sweep_worker"
+    assert queue["VisibilityTimeout"] >= 6 * worker["Properties"]["Timeout"]
+    assert (
+        worker["Properties"]["Timeout"]
+        == CONFIG["stages"]["prod"]["lambda_functions"]["sweep_worker"]["lambda_timeout"]
+    )
+    [source] = worker["Properties"]["Events"].values()
+    assert source["Type"] == "SQS"
+    props = source["Properties"]
+    assert 1 <= props["BatchSize"] <= 5 and props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert props["ScalingConfig"] == {"MaximumConcurrency": SWEEP_WORKER_CONCURRENCY}  # the bench's projection
+    # Chalice's Fn::Sub names the stage's queue through the Stage parameter
+    arn = props["Queue"]["Fn::Sub"]
+    assert arn.endswith(":" + queue["QueueName"]["Fn::Sub"]) and worker["DependsOn"] == ["SweepQueue"]
+    assert resources["SweepWorkerErrorsAlarm"]["Properties"]["Dimensions"][0]["Value"] == {"Ref": "SweepWorker"}
+    depth = resources["SweepDeadLetterQueueDepthAlarm"]["Properties"]
+    assert depth["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["SweepDeadLetterQueue", "QueueName"]}
+    assert depth["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    env = worker["Properties"]["Environment"]["Variables"]
+    assert env["GUARDRAIL_SWEEP_QUEUE"] == "iam-user-guardrail-prod-sweep"
+    assert "Rate(1 minute)" in json.dumps(resources["FlushAlerts"]) or "rate(1 minute)" in json.dumps(
+        resources["FlushAlerts"]
+    )
 
 
 # -- parliament ----------------------------------------------------------------------------------
@@ -186,6 +230,10 @@ def test_template_names_match_each_stages_settings(stage: str) -> None:
     assert any(
         s["Resource"].endswith(f":{queue}") for s in role_policy["Statement"] if s["Action"] == "sqs:SendMessage"
     )
+    sweep_queue = resources["SweepQueue"]["Properties"]["QueueName"]["Fn::Sub"].replace("${Stage}", stage)
+    assert env["GUARDRAIL_SWEEP_QUEUE"] == sweep_queue
+    [statement] = [s for s in role_policy["Statement"] if s["Sid"] == "SweepQueue"]
+    assert statement["Resource"].endswith(f":{sweep_queue}")
     assert env["GUARDRAIL_QUARANTINE_POLICY_NAME"] == DEFAULT_QUARANTINE_POLICY_NAME
 
 
@@ -203,8 +251,14 @@ def iam_statements(document: dict[str, Any]) -> dict[str, tuple[frozenset[str], 
 def test_member_remediation_role_has_the_lambda_roles_iam_permissions_and_no_more() -> None:
     member = template_policies(MEMBER)["GuardrailRemediationRole/iam-user-guardrail-remediation"]
     lambda_role = json.loads((REPO / ".chalice" / "policy-prod.json").read_text())
-    assert iam_statements(member) == iam_statements(lambda_role)
-    assert {s["Sid"] for s in member["Statement"]} == set(iam_statements(lambda_role))
+    # plus the silence checks, made only in member accounts with this role's credentials
+    heartbeat = {"HeartbeatTagOnTheQuarantinePolicy": (frozenset({"iam:TagPolicy"}), frozenset({"aws:TagKeys"}))}
+    assert iam_statements(member) == {**iam_statements(lambda_role), **heartbeat}
+    silence = {"CheckForwardingRule", "CheckTrailsWithoutResourceLevelPermissions", "CheckTrailStatus"}
+    assert {s["Sid"] for s in member["Statement"]} == set(iam_statements(lambda_role)) | set(heartbeat) | silence
+    [tag] = [s for s in member["Statement"] if s["Sid"] in heartbeat]
+    assert tag["Resource"] == f"arn:aws:iam::111122223333:policy/{DEFAULT_QUARANTINE_POLICY_NAME}"
+    assert tag["Condition"]["ForAllValues:StringEquals"] == {"aws:TagKeys": ["guardrail:heartbeat"]}
     role = template(MEMBER)["Resources"]["GuardrailRemediationRole"]["Properties"]["Policies"][0]["PolicyDocument"]
     [versions] = [s for s in role["Statement"] if "iam:CreatePolicyVersion" in s["Action"]]
     assert versions["Resource"] == {"Ref": "QuarantinePolicy"}  # that account's quarantine policy, nothing else
@@ -219,6 +273,19 @@ def test_member_role_trusts_only_the_guardrail_with_an_external_id() -> None:
     # the guardrail recognises its own sessions by this role name and its own session name only
     assert role["RoleName"] == Settings.from_env({}).remediation_role
     assert "Path" not in role
+
+
+def test_member_role_checks_silence_with_exactly_three_more_actions() -> None:
+    member = template_policies(MEMBER)["GuardrailRemediationRole/iam-user-guardrail-remediation"]
+    others = {
+        a
+        for s in member["Statement"]
+        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+        if not a.startswith("iam:")
+    }
+    assert others == {"events:DescribeRule", "cloudtrail:DescribeTrails", "cloudtrail:GetTrailStatus"}
+    [rule] = [s for s in member["Statement"] if s["Action"] == "events:DescribeRule"]
+    assert rule["Resource"] == "arn:aws:events:us-east-1:111122223333:rule/iam-user-guardrail-forward"
 
 
 def test_member_account_forwards_exactly_the_events_the_app_subscribes_to() -> None:

@@ -19,15 +19,28 @@ RECEIVERS = {
     "self._ddb": "dynamodb",
     'self.client("secretsmanager")': "secretsmanager",
     'self.client("sts")': "sts",
+    "self._events": "events",
+    "self._cloudtrail": "cloudtrail",
+    "self._org": "organizations",
+    "self._sqs": "sqs",
     "self._hub": "securityhub",
 }
 #: Used by Lambda itself with the function's role, not by our code: logs, and the on-failure
 #: destination of asynchronous invocations (infra/resources.yaml's dead-letter queue).
-USED_BY_LAMBDA = {"sqs:SendMessage"}
+#: The SQS event source mapping of `sweep_worker` polls and deletes with the function's role.
+USED_BY_LAMBDA = {"sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
+#: Made only with GuardrailRemediationRole's credentials in member accounts (silence.py's checks):
+#: infra/member-account.yaml grants them (tests/unit/test_infra.py), the Lambda role does not.
+MEMBER_ONLY = {"iam:TagPolicy", "events:DescribeRule", "cloudtrail:DescribeTrails", "cloudtrail:GetTrailStatus"}
 #: Allowed for every principal; no policy can grant or deny it.
 ALWAYS_ALLOWED = {"sts:GetCallerIdentity"}
 #: IAM actions that support no resource-level permissions: "*" is the narrowest resource.
-ACCOUNT_WIDE = {"iam:GetAccountAuthorizationDetails", "iam:GenerateCredentialReport", "iam:GetCredentialReport"}
+ACCOUNT_WIDE = {
+    "iam:GetAccountAuthorizationDetails",
+    "iam:GenerateCredentialReport",
+    "iam:GetCredentialReport",
+    "organizations:ListAccounts",
+}
 #: The calls that keep the quarantine policy deny-all: on that one policy only.
 POLICY_VERSION_ACTIONS = {
     "iam:GetPolicy",
@@ -37,7 +50,10 @@ POLICY_VERSION_ACTIONS = {
     "iam:DeletePolicyVersion",
 }
 #: A transaction is authorised per item action.
-EXPANDS = {"dynamodb:TransactWriteItems": ["dynamodb:PutItem", "dynamodb:UpdateItem"]}
+EXPANDS = {
+    "dynamodb:TransactWriteItems": ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
+    "sqs:SendMessageBatch": ["sqs:SendMessage"],
+}
 
 
 def operations(service: str) -> dict[str, str]:
@@ -82,6 +98,7 @@ def allowed(policy: dict) -> set[str]:
 def test_scanner_finds_the_calls() -> None:
     used = actions_used()
     assert {"iam:AttachUserPolicy", "iam:TagUser", "dynamodb:BatchGetItem", "secretsmanager:GetSecretValue"} <= used
+    assert MEMBER_ONLY | {"organizations:ListAccounts", "sqs:GetQueueUrl", "sqs:SendMessage"} <= used
     assert {"securityhub:BatchImportFindings", "securityhub:GetFindings"} <= used
     assert used >= POLICY_VERSION_ACTIONS
 
@@ -90,7 +107,7 @@ def test_scanner_finds_the_calls() -> None:
 def test_role_covers_every_call_and_nothing_broader(path) -> None:
     policy = json.loads(path.read_text())
     granted = allowed(policy)
-    used = actions_used() - ALWAYS_ALLOWED
+    used = actions_used() - ALWAYS_ALLOWED - MEMBER_ONLY
     missing = used - granted
     assert not missing, f"{path.name} lacks {sorted(missing)}"
     unused = {a for a in granted - used - USED_BY_LAMBDA if not a.startswith("logs:")}
@@ -110,6 +127,8 @@ def test_role_covers_every_call_and_nothing_broader(path) -> None:
             assert statement["Resource"] == "arn:aws:iam::*:policy/iam-user-guardrail-quarantine"
         if "iam:TagUser" in actions:
             assert statement["Condition"]["ForAllValues:StringLike"]["aws:TagKeys"] == ["guardrail:*"]
+        if any(a.startswith("sqs:") for a in ([actions] if isinstance(actions, str) else actions)):
+            assert statement["Resource"].startswith("arn:aws:sqs:us-east-1:*:iam-user-guardrail-")
 
 
 def test_stage_settings_name_the_stage_resources() -> None:
@@ -124,7 +143,8 @@ def test_stage_settings_name_the_stage_resources() -> None:
         assert f"policy/{env['GUARDRAIL_QUARANTINE_POLICY_NAME']}" in text
         # Chalice names one role per function when the policy is written by hand
         names = env["GUARDRAIL_OWN_ROLE_NAMES"].split(",")
-        assert names == [f"iam-user-guardrail-{stage}-{f}" for f in ("on_iam_event", "sweep", "api_handler")]
+        functions = ("on_iam_event", "sweep", "sweep_worker", "api_handler")  # flush_alerts never touches IAM
+        assert names == [f"iam-user-guardrail-{stage}-{f}" for f in functions]
         # the override takes exact ARNs only; the stages need none
         assert "GUARDRAIL_OWN_ROLE_ARNS" not in env
 
