@@ -41,8 +41,8 @@ sys.path.insert(0, str(REPO))
 
 from chalicelib import runtime  # noqa: E402
 from chalicelib.bootstrap import bootstrap  # noqa: E402
-from chalicelib.devserver import MotoServer, SlackReceiver, environment, stage_environment  # noqa: E402
-from chalicelib.synth import cloudtrail_record, envelope, role_identity, user_identity, write_logs  # noqa: E402
+from devtools.devserver import MotoServer, SlackReceiver, environment, stage_environment  # noqa: E402
+from devtools.synth import cloudtrail_record, envelope, role_identity, user_identity, write_logs  # noqa: E402
 
 ACCOUNT = "123456789012"
 TERRAFORM = role_identity(ACCOUNT, "terraform-deployer", "tf")
@@ -222,7 +222,7 @@ def decision_throughput(sizes: Sizes) -> dict[str, Any]:
     from chalicelib.events import parse_event
     from chalicelib.identity import OwnIdentity
     from chalicelib.policy import decide
-    from chalicelib.synth import synthetic_records
+    from devtools.synth import synthetic_records
 
     allowlist = load_allowlist(REPO / "chalicelib" / "allowlist.yaml")
     own = OwnIdentity.pinned(home_account="")

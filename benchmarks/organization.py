@@ -17,7 +17,7 @@ from chalicelib import runtime
 from chalicelib.bootstrap import ensure_quarantine_policy
 from chalicelib.constants import FORWARD_RULE_NAME
 from chalicelib.constants import SWEEP_WORKER_CONCURRENCY as WORKER_CONCURRENCY
-from chalicelib.synth import cloudtrail_record, envelope, role_identity
+from devtools.synth import cloudtrail_record, envelope, role_identity
 
 POLICY = "iam-user-guardrail-quarantine"
 HOME = "123456789012"

@@ -188,7 +188,7 @@ def _moment(text: str | None) -> Any:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from chalicelib.synth import write_logs
+    from devtools.synth import write_logs
 
     files = write_logs(args.out, args.records, per_file=args.per_file, seed=args.seed)
     print(f"wrote {args.records} records in {len(files)} file(s) under {args.out}")
@@ -196,7 +196,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from chalicelib.demo import run_demo
+    from devtools.demo import run_demo
 
     return run_demo()
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from chalicelib.allowlist import Allowlist, parse_allowlist
 from chalicelib.identity import OwnIdentity
-from chalicelib.synth import cloudtrail_record, role_identity, root_identity, user_identity
+from devtools.synth import cloudtrail_record, role_identity, root_identity, user_identity
 
 ACCOUNT = "123456789012"
 OTHER_ACCOUNT = "210987654321"

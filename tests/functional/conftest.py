@@ -19,8 +19,8 @@ from chalice.test import Client
 from app import app
 from chalicelib import runtime
 from chalicelib.bootstrap import bootstrap
-from chalicelib.devserver import MotoServer, SlackReceiver, stage_environment
-from chalicelib.synth import envelope
+from devtools.devserver import MotoServer, SlackReceiver, stage_environment
+from devtools.synth import envelope
 from tests.helpers import ALLOWLIST_YAML, REPO
 
 STAGE_ENV: dict[str, str] = stage_environment("dev")

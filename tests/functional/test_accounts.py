@@ -10,7 +10,7 @@ import pytest
 from chalicelib import runtime
 from chalicelib.bootstrap import ensure_quarantine_policy
 from chalicelib.constants import ACCOUNT_ROW
-from chalicelib.synth import role_identity
+from devtools.synth import role_identity
 from tests.functional.conftest import Aws
 from tests.helpers import ACCOUNT, OTHER_ACCOUNT, record
 
@@ -136,7 +136,7 @@ def test_home_account_falls_back_to_sts(aws: Aws, monkeypatch: pytest.MonkeyPatc
 
 
 def test_events_that_need_no_iam_do_not_assume_a_role(aws: Aws) -> None:
-    from chalicelib.synth import cloudtrail_record
+    from devtools.synth import cloudtrail_record
 
     raw = cloudtrail_record("TagUser", user="dana", identity=MEMBER_DEVELOPER, account=OTHER_ACCOUNT)
     raw["requestParameters"] = {"userName": "dana", "tags": [{"key": "team", "value": "x"}]}

@@ -298,7 +298,7 @@ def test_rest_refuses_callers_outside_iam_principals(aws: Aws, caller: str | Non
 
 def test_rest_refuses_self_approval(aws: Aws) -> None:
     creator = "arn:aws:sts::123456789012:assumed-role/security-admin/ops@example.com"
-    from chalicelib.synth import role_identity
+    from devtools.synth import role_identity
 
     identity = role_identity(ACCOUNT, "security-admin", "ops@example.com")
     assert identity["arn"] == creator

@@ -9,7 +9,7 @@ import pytest
 from chalicelib import runtime
 from chalicelib.cli import main
 from chalicelib.outbox import PACE_SECONDS, Flusher
-from chalicelib.synth import role_identity
+from devtools.synth import role_identity
 from tests.functional.conftest import Aws
 from tests.helpers import ACCOUNT, DEVELOPER, record
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.devserver import MotoServer, free_port
+from devtools.devserver import MotoServer, free_port
 from tests.functional.approval_helpers import interaction_body, signed_headers, store_slack_secret
 from tests.functional.conftest import STAGE_ENV, Aws
 from tests.helpers import MALLORY, REPO, record

@@ -13,7 +13,7 @@ import pytest
 
 from chalicelib import runtime
 from chalicelib.sweep import SweepReport
-from chalicelib.synth import envelope, role_identity, user_identity
+from devtools.synth import envelope, role_identity, user_identity
 from tests.functional.approval_helpers import (
     APPROVER,
     SECURITY_ADMIN,

@@ -19,7 +19,7 @@ from chalicelib.bootstrap import ensure_quarantine_policy
 from chalicelib.cli import main
 from chalicelib.constants import ACCOUNT_ROW, FORWARD_RULE_NAME, TAG_HEARTBEAT
 from chalicelib.sweep import SweepReport
-from chalicelib.synth import cloudtrail_record, envelope, role_identity
+from devtools.synth import cloudtrail_record, envelope, role_identity
 from tests.functional.conftest import Aws
 from tests.helpers import ACCOUNT, REPO
 

@@ -12,7 +12,7 @@ import pytest
 from chalicelib import runtime
 from chalicelib.bootstrap import ensure_quarantine_policy
 from chalicelib.constants import REMEDIATION_SESSION_NAME
-from chalicelib.synth import cloudtrail_record, role_identity
+from devtools.synth import cloudtrail_record, role_identity
 from tests.functional.approval_helpers import api
 from tests.functional.conftest import TRUST_ACCOUNT, Aws
 from tests.functional.test_accounts import member_iam

@@ -14,7 +14,7 @@ from chalicelib.bootstrap import bootstrap
 from chalicelib.cli import main
 from chalicelib.constants import QUARANTINE_POLICY_DOCUMENT
 from chalicelib.guardrail import ActionFailedError
-from chalicelib.synth import cloudtrail_record, role_identity
+from devtools.synth import cloudtrail_record, role_identity
 from tests.functional.conftest import STAGE_ENV, Aws
 from tests.functional.test_accounts import member_iam
 from tests.helpers import ACCOUNT, DEVELOPER, GUARDRAIL_ROLE, MALLORY, OTHER_ACCOUNT, TERRAFORM, record

@@ -7,7 +7,7 @@ import boto3
 import pytest
 
 from chalicelib import runtime
-from chalicelib.synth import role_identity, user_identity
+from devtools.synth import role_identity, user_identity
 from tests.functional.approval_helpers import api
 from tests.functional.conftest import TRUST_ACCOUNT, Aws
 from tests.functional.test_accounts import member_iam

@@ -19,7 +19,7 @@ from chalicelib.constants import IGNORE
 from chalicelib.events import parse_event
 from chalicelib.policy import decide
 from chalicelib.selfguard import is_deny_all
-from chalicelib.synth import role_identity
+from devtools.synth import role_identity
 from tests.functional.approval_helpers import interaction_body, post_interaction, signed_headers, store_slack_secret
 from tests.functional.conftest import Aws
 from tests.helpers import ACCOUNT, DEVELOPER, MALLORY, OTHER_ACCOUNT, OWN_IDENTITY, TERRAFORM, allowlist, record

@@ -10,8 +10,8 @@ from typing import Any
 import boto3
 import pytest
 
-from chalicelib.devserver import SlackReceiver
 from chalicelib.sinks import ALERT_SCHEMA
+from devtools.devserver import SlackReceiver
 from tests.functional.approval_helpers import APPROVER, api, interaction_body, post_interaction, signed_headers
 from tests.functional.approval_helpers import store_slack_secret as store_secret
 from tests.functional.conftest import Aws

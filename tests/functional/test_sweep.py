@@ -10,7 +10,7 @@ import pytest
 from chalicelib import runtime
 from chalicelib.cli import main
 from chalicelib.sweep import SweepReport
-from chalicelib.synth import cloudtrail_record, role_identity, user_identity
+from devtools.synth import cloudtrail_record, role_identity, user_identity
 from tests.functional.approval_helpers import interaction_body, post_interaction, signed_headers, store_slack_secret
 from tests.functional.conftest import Aws
 from tests.helpers import ACCOUNT, MALLORY, TERRAFORM, record

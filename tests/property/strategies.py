@@ -30,7 +30,7 @@ from chalicelib.slack_message import (
     HEADER_MAX,
     SECTION_MAX,
 )
-from chalicelib.synth import envelope, root_identity
+from devtools.synth import envelope, root_identity
 from tests.helpers import ACCOUNT, DEVELOPER, MALLORY, TERRAFORM, record
 
 #: Pieces Slack or a reader could take for markup, a mention, a link or a line of its own.

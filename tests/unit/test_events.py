@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from chalicelib.events import MalformedEventError, UnsupportedEventError, parse_event
-from chalicelib.synth import envelope
+from devtools.synth import envelope
 from tests.helpers import REAL_FIXTURES, TERRAFORM, real_fixture, record
 
 real = pytest.mark.skipif(not REAL_FIXTURES.is_dir(), reason="../shared/fixtures absent")

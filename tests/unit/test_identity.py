@@ -8,7 +8,7 @@ from chalicelib.constants import REMEDIATION_SESSION_NAME
 from chalicelib.events import Actor, parse_event
 from chalicelib.identity import OwnIdentity
 from chalicelib.settings import Settings
-from chalicelib.synth import role_identity, user_identity
+from devtools.synth import role_identity, user_identity
 from tests.helpers import ACCOUNT, OTHER_ACCOUNT, OWN_IDENTITY, record
 
 ON_EVENT = "iam-user-guardrail-dev-on_iam_event"

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,18 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return out / "sam.yaml"
+
+
+def test_the_lambda_package_holds_no_development_tooling(packaged: Path) -> None:
+    """deployment.zip: the app and chalicelib/ with their requirements, no demo, dev servers,
+    synthetic data, benchmarks or tests (issue 11: a lean package)."""
+    with zipfile.ZipFile(packaged.parent / "deployment.zip") as archive:
+        names = archive.namelist()
+    ours = sorted(n for n in names if n == "app.py" or n.startswith("chalicelib/"))
+    assert "app.py" in ours and "chalicelib/guardrail.py" in ours
+    assert not [n for n in names if n.split("/")[0] in ("devtools", "benchmarks", "tests", "docs", "infra")]
+    assert not [n for n in ours if n.rsplit("/", 1)[-1] in ("demo.py", "devserver.py", "synth.py")]
+    assert not [n for n in names if n.startswith(("moto/", "hypothesis/", "pytest/", "chalice/cli/"))]
 
 
 def test_merged_package_lints_clean_warnings_included(packaged: Path) -> None:

@@ -22,7 +22,7 @@ from chalicelib.policy import (
     decide,
     facts_needed,
 )
-from chalicelib.synth import role_identity, user_id_for, user_identity
+from devtools.synth import role_identity, user_id_for, user_identity
 from tests.helpers import (
     ACCOUNT,
     DEVELOPER,

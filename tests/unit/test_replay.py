@@ -10,7 +10,7 @@ import pytest
 
 from chalicelib.cli import main
 from chalicelib.replay import Replayer
-from chalicelib.synth import envelope, write_logs
+from devtools.synth import envelope, write_logs
 from tests.helpers import ALLOWLIST_YAML, DEVELOPER, REAL_FIXTURES, TERRAFORM, allowlist, record
 from tests.unit.test_policy import REAL_EXPECTATIONS
 

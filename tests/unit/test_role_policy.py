@@ -12,7 +12,7 @@ from tests.helpers import REPO
 
 POLICIES = sorted((REPO / ".chalice").glob("policy-*.json"))
 #: Modules that run with an operator's credentials, never in Lambda.
-OPERATOR_MODULES = {"bootstrap.py", "cli.py", "demo.py", "devserver.py", "synth.py"}
+OPERATOR_MODULES = {"bootstrap.py", "cli.py"}
 LAMBDA_MODULES = sorted(p.name for p in (REPO / "chalicelib").glob("*.py") if p.name not in OPERATOR_MODULES)
 RECEIVERS = {
     "self._iam": "iam",

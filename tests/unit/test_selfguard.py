@@ -14,7 +14,7 @@ from chalicelib.events import parse_event
 from chalicelib.policy import RESTORE_QUARANTINE_POLICY, after_restore, decide
 from chalicelib.selfguard import guarded_roles, is_deny_all, is_quarantine_policy, parse_document, role_change, target
 from chalicelib.slack_message import build_alert
-from chalicelib.synth import cloudtrail_record, role_identity
+from devtools.synth import cloudtrail_record, role_identity
 from tests.helpers import ACCOUNT, GUARDRAIL_ROLE, MALLORY, OTHER_ACCOUNT, OWN_IDENTITY, TERRAFORM, allowlist
 
 POLICY = "iam-user-guardrail-quarantine"

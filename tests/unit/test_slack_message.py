@@ -19,7 +19,7 @@ from chalicelib.slack_message import (
     render_text,
 )
 from chalicelib.sweep import Row, findings_message
-from chalicelib.synth import role_identity
+from devtools.synth import role_identity
 from tests.helpers import ACCOUNT, DEVELOPER, MALLORY, OWN_IDENTITY, allowlist, record
 
 OWN = OWN_IDENTITY

@@ -18,7 +18,7 @@ from chalicelib.policy import (
     UserFacts,
     decide,
 )
-from chalicelib.synth import cloudtrail_record
+from devtools.synth import cloudtrail_record
 from tests.helpers import (
     ACCOUNT,
     EVENT_TIME,

@@ -25,9 +25,9 @@ from slack_sdk.signature import SignatureVerifier
 from chalicelib import runtime
 from chalicelib.allowlist import DEFAULT_PATH
 from chalicelib.bootstrap import bootstrap
-from chalicelib.devserver import MotoServer, SlackReceiver, environment, stage_environment
 from chalicelib.slack_message import DECISION_BLOCK_ID, render_text
-from chalicelib.synth import TERRAFORM_USER_AGENT, cloudtrail_record, envelope, role_identity, user_identity
+from devtools.devserver import MotoServer, SlackReceiver, environment, stage_environment
+from devtools.synth import TERRAFORM_USER_AGENT, cloudtrail_record, envelope, role_identity, user_identity
 
 REPO = Path(__file__).resolve().parent.parent
 ACCOUNT = "123456789012"  # moto's default account
