@@ -317,6 +317,9 @@ def sweep(sizes: Sizes) -> dict[str, Any]:
             else:
                 iam.create_user(UserName=f"quarantined-{n}")
                 iam.attach_user_policy(UserName=f"quarantined-{n}", PolicyArn=POLICY_ARN)
+        # these users existed before the guardrail began to watch the account
+        since = {"pk": {"S": "META"}, "sk": {"S": f"WATCHING#{ACCOUNT}"}, "since": {"S": time_now()}}
+        boto3.client("dynamodb").put_item(TableName=env["GUARDRAIL_TABLE"], Item=since)
         counter: Counter[str] = Counter()
         rt = runtime.get()
         rt._session.events.register("before-call", lambda model, **_: counter.update([model.name]))
@@ -354,6 +357,12 @@ def organization_scale(tiny: bool) -> dict[str, Any]:
 
 #: deployment.zip before the demo, dev servers and synthetic generator left chalicelib/ (commit 8cfe5ee).
 PACKAGE_BEFORE = {"bytes": 3_039_953, "files": 704}
+
+
+def time_now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def package_size() -> dict[str, Any]:

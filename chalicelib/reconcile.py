@@ -60,6 +60,8 @@ class AccountUser:
     password_last_changed: datetime | None = None
     mfa_active: bool = False
     keys: tuple[KeySlot, ...] = ()
+    #: The credential report's cert_1_active / cert_2_active (X.509 signing certificates).
+    signing_certificates_active: bool = False
 
     @property
     def account(self) -> str:
@@ -286,6 +288,7 @@ def account_users(details: Iterable[Mapping[str, Any]], report: Mapping[str, Map
                 password_enabled=row.get("password_enabled") == "true",
                 password_last_changed=_report_time(row.get("password_last_changed")),
                 mfa_active=row.get("mfa_active") == "true",
+                signing_certificates_active="true" in (row.get("cert_1_active"), row.get("cert_2_active")),
                 keys=tuple(
                     KeySlot(
                         slot=n,

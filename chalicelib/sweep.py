@@ -27,6 +27,7 @@ from chalicelib.constants import (
     ACCESS_KEY,
     CRITICAL,
     ENFORCE,
+    SIGNING_CERTIFICATE,
     STATUS_APPROVED,
     STATUS_QUARANTINED,
     TAG_REASON,
@@ -232,8 +233,12 @@ class Reconciler:
     ) -> list[Finding]:
         """An approved user's other credential kinds (SSH keys, service-specific credentials, signing
         certificates), listed for approved users only: they are few, and the bulk reads carry none."""
+        if not record.get("seen_at"):
+            return []  # never watched: nothing it holds can have been made behind the guardrail's back
         errors: list[str] = []
         kinds = [kind for kind in CREDENTIAL_APIS if kind != ACCESS_KEY]
+        if not user.signing_certificates_active:  # the credential report says so at no cost
+            kinds.remove(SIGNING_CERTIFICATE)
         listed = self.iam.credentials(user.name, kinds, errors=errors)
         report.errors += [f"{user.account}/{user.name}: {e}" for e in errors]
         owner = next((i.owner for i in self.allowlist.integrations if i.name == integration), "")
