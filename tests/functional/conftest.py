@@ -73,6 +73,19 @@ def _error_response(url: str, code: str, message: str) -> AWSResponse:
     return AWSResponse(url, 403 if code == "AccessDenied" else 400, {}, _Raw(xml.encode()))
 
 
+def member_client(account: str, service: str = "iam") -> Any:
+    """A client in another account (moto switches accounts by assumed-role credentials)."""
+    credentials = boto3.client("sts").assume_role(
+        RoleArn=f"arn:aws:iam::{account}:role/OrganizationAccountAccessRole", RoleSessionName="test"
+    )["Credentials"]
+    return boto3.client(
+        service,
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+    )
+
+
 @dataclass
 class Aws:
     """The test's view of the world: boto3 clients on moto, the Slack receiver, call counts."""
@@ -119,18 +132,8 @@ class Aws:
             return client.lambda_.invoke("sweep", event).payload
 
     def iam_of(self, account: str) -> Any:
-        """An IAM client in `account` (moto switches accounts by assumed-role credentials)."""
-        if account == ACCOUNT_ID:
-            return self.iam
-        credentials = boto3.client("sts").assume_role(
-            RoleArn=f"arn:aws:iam::{account}:role/OrganizationAccountAccessRole", RoleSessionName="test"
-        )["Credentials"]
-        return boto3.client(
-            "iam",
-            aws_access_key_id=credentials["AccessKeyId"],
-            aws_secret_access_key=credentials["SecretAccessKey"],
-            aws_session_token=credentials["SessionToken"],
-        )
+        """An IAM client in `account`."""
+        return self.iam if account == ACCOUNT_ID else member_client(account)
 
     def _instrument(self) -> None:
         rt = runtime.get()

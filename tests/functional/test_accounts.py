@@ -11,7 +11,7 @@ from chalicelib import runtime
 from chalicelib.bootstrap import ensure_quarantine_policy
 from chalicelib.constants import ACCOUNT_ROW
 from devtools.synth import role_identity
-from tests.functional.conftest import Aws
+from tests.functional.conftest import Aws, member_client
 from tests.helpers import ACCOUNT, OTHER_ACCOUNT, record
 
 MEMBER_DEVELOPER = role_identity(OTHER_ACCOUNT, "AWSReservedSSO_Developer_1", "dev@example.com")
@@ -19,16 +19,8 @@ POLICY = "iam-user-guardrail-quarantine"
 
 
 def member_iam() -> boto3.client:
-    """An IAM client in the member account (moto switches account by assumed-role credentials)."""
-    credentials = boto3.client("sts").assume_role(
-        RoleArn=f"arn:aws:iam::{OTHER_ACCOUNT}:role/OrganizationAccountAccessRole", RoleSessionName="test"
-    )["Credentials"]
-    return boto3.client(
-        "iam",
-        aws_access_key_id=credentials["AccessKeyId"],
-        aws_secret_access_key=credentials["SecretAccessKey"],
-        aws_session_token=credentials["SessionToken"],
-    )
+    """An IAM client in the member account."""
+    return member_client(OTHER_ACCOUNT)
 
 
 @pytest.fixture

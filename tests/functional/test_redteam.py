@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import boto3
 import pytest
 
 from chalicelib.bootstrap import ensure_quarantine_policy
@@ -21,7 +20,7 @@ from chalicelib.policy import decide
 from chalicelib.selfguard import is_deny_all
 from devtools.synth import role_identity
 from tests.functional.approval_helpers import interaction_body, post_interaction, signed_headers, store_slack_secret
-from tests.functional.conftest import Aws
+from tests.functional.conftest import Aws, member_client
 from tests.helpers import ACCOUNT, DEVELOPER, MALLORY, OTHER_ACCOUNT, OWN_IDENTITY, TERRAFORM, allowlist, record
 
 POLICY = "iam-user-guardrail-quarantine"
@@ -182,16 +181,8 @@ def test_role_path_and_session_name_reach_slack_as_live_links_and_mentions(aws: 
 
 
 def member_iam(service: str = "iam") -> Any:
-    """A client in the member account (moto switches account by assumed-role credentials)."""
-    credentials = boto3.client("sts").assume_role(
-        RoleArn=f"arn:aws:iam::{OTHER_ACCOUNT}:role/OrganizationAccountAccessRole", RoleSessionName="redteam"
-    )["Credentials"]
-    return boto3.client(
-        service,
-        aws_access_key_id=credentials["AccessKeyId"],
-        aws_secret_access_key=credentials["SecretAccessKey"],
-        aws_session_token=credentials["SessionToken"],
-    )
+    """A client in the member account."""
+    return member_client(OTHER_ACCOUNT, service)
 
 
 @pytest.mark.xfail(
