@@ -82,6 +82,11 @@ class GlobSet(PatternSet):
     __slots__ = ()
     translate = staticmethod(fnmatch.translate)
 
+    def matches(self, value: str) -> bool:
+        # fnmatch's `*` crosses every character: a value that is not a plain user name (an ARN, a
+        # path) never matches, whatever the glob, so no ARN can be matched here by mistake.
+        return ":" not in value and "/" not in value and super().matches(value)
+
 
 @dataclass(frozen=True, slots=True)
 class Integration:

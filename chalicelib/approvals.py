@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from chalicelib import observability
 from chalicelib.allowlist import Allowlist
+from chalicelib.arns import parse_assumed_role_arn, parse_principal_arn
 from chalicelib.constants import (
     STATUS_EXCEPTION,
     STATUS_QUARANTINED,
@@ -115,15 +116,12 @@ def principal_key(arn: str) -> tuple[str, str, str] | None:
     Sessions of one role are one principal (a new session name is the same requester), and IAM
     names are unique without regard to case or path.
     """
-    parts = arn.split(":", 5)
-    if len(parts) != 6 or parts[0] != "arn":
-        return None
-    account, resource = parts[4], parts[5]
-    kind, _, rest = resource.partition("/")
-    if parts[2] == "sts" and kind == "assumed-role":
-        return account, "role", rest.split("/", 1)[0].lower()
-    if parts[2] == "iam" and kind in ("role", "user") and rest:
-        return account, kind, rest.rsplit("/", 1)[-1].lower()
+    session = parse_assumed_role_arn(arn)
+    if session is not None:
+        return session.account, "role", session.role.lower()
+    principal = parse_principal_arn(arn)
+    if principal is not None:
+        return principal.account, principal.type, principal.name.lower()
     return None
 
 

@@ -138,3 +138,12 @@ def test_globs_are_case_sensitive_and_anchored() -> None:
     assert [i.name for i in parsed.candidates("svc-datadog-eu")] == ["datadog"]
     assert parsed.candidates("SVC-DATADOG") == []
     assert parsed.candidates("x-svc-datadog") == []
+
+
+def test_user_name_globs_never_match_an_arn_or_a_path() -> None:
+    from chalicelib.allowlist import GlobSet
+
+    globs = GlobSet(["svc-*"])
+    assert globs.matches("svc-datadog")
+    assert not globs.matches("svc-x:role/terraform-deployer")
+    assert not globs.matches("svc-x/evil")

@@ -74,3 +74,13 @@ def test_a_rest_grant_names_the_session_and_the_resolved_role() -> None:
     body = '{"account": "123456789012", "user": "bob", "days": 1, "reason": "r"}'
     request = RestApi(None, None)._grant_request(session, SSO_ADMIN, body)  # type: ignore[arg-type]
     assert (request.approver, request.approver_principal, request.source) == (session, SSO_ADMIN, "api")
+
+
+def test_sessions_of_one_role_are_one_principal_whatever_the_path_or_case() -> None:
+    from chalicelib.approvals import principal_key, same_principal
+
+    session = "arn:aws:sts::123456789012:assumed-role/Security-Admin/ops@example.com"
+    assert same_principal(session, "arn:aws:iam::123456789012:role/team/security-admin")
+    assert not same_principal(session, "arn:aws:iam::210987654321:role/security-admin")
+    assert not same_principal(session, "arn:aws:iam::123456789012:user/security-admin")
+    assert principal_key("arn:aws:iam::123456789012:root") is None
